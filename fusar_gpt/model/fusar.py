@@ -1,0 +1,204 @@
+"""FusarGPT: a Qwen2.5-VL backbone whose visual tokens are modulated by AEF anchors (TLM).
+
+The priors travel with every call. Images are encoded by the vision tower, fused by the TLM
+and handed to the backbone as ``mm_encoder_outputs`` (transformers' pre-encoded image path),
+so no hook and no attribute holds per-call state: two threads can generate with different
+priors on one model, beam search expands the fused tokens like any pre-encoded image, and a
+peft-wrapped backbone works unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .tlm import TLM
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class Priors:
+    """AEF anchors of a batch: ``features [B,S,P]``, ``positions [B,S,2]`` (y, x in [0,1]), ``mask [B,S]``."""
+
+    features: torch.Tensor
+    positions: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def stack(cls, items: Sequence[tuple], prior_dim: int = 64) -> Priors:
+        """Pad per-image ``(features, positions[, mask])`` to one batch; padding is masked out.
+
+        An image may have zero anchors (``features`` of shape [0, P]) or ``None``: it simply gets
+        no valid anchor and the TLM's missing-prior policy applies.
+        """
+        rows = []
+        for item in items:
+            if item is None:
+                rows.append((np.zeros((0, prior_dim), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, bool)))
+                continue
+            f = np.asarray(item[0], dtype=np.float32)
+            p = np.asarray(item[1], dtype=np.float32)
+            m = np.ones(len(f), bool) if len(item) < 3 or item[2] is None else np.asarray(item[2], dtype=bool)
+            if f.ndim != 2 or p.shape != (len(f), 2) or m.shape != (len(f),):
+                raise ValueError(f"anchors must be features [S,P], positions [S,2], mask [S]; got "
+                                 f"{f.shape}, {p.shape}, {m.shape}")
+            rows.append((f, p, m & np.isfinite(f).all(axis=1)))
+        s = max(1, max(len(r[0]) for r in rows))
+        dim = rows[0][0].shape[1] if rows else prior_dim
+        feats = np.zeros((len(rows), s, dim), np.float32)
+        pos = np.zeros((len(rows), s, 2), np.float32)
+        mask = np.zeros((len(rows), s), bool)
+        for i, (f, p, m) in enumerate(rows):
+            feats[i, : len(f)] = np.nan_to_num(f)
+            pos[i, : len(f)] = p
+            mask[i, : len(f)] = m
+        return cls(torch.from_numpy(feats), torch.from_numpy(pos), torch.from_numpy(mask))
+
+    def to(self, device: torch.device | str) -> Priors:
+        return Priors(self.features.to(device), self.positions.to(device), self.mask.to(device))
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+
+class FusarGPT(nn.Module):
+    """Backbone (plain or peft-wrapped ``Qwen2_5_VLForConditionalGeneration``) + :class:`TLM`."""
+
+    def __init__(self, backbone: nn.Module, tlm: TLM, processor=None) -> None:
+        super().__init__()
+        hidden = base_model(backbone).config.text_config.hidden_size
+        if tlm.hidden_size != hidden:
+            raise ValueError(f"TLM hidden size {tlm.hidden_size} does not match the backbone's {hidden}")
+        self.backbone = backbone
+        self.tlm = tlm
+        self.processor = processor
+
+    @property
+    def base(self) -> nn.Module:
+        return base_model(self.backbone)
+
+    def encode_images(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor,
+                      priors: Priors | None) -> BaseModelOutputWithPooling:
+        """Vision tower -> merged tokens -> TLM; returns a fresh pre-encoded image output."""
+        visual = self.base.model.visual
+        enc = self.base.model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+        tokens = torch.cat(list(enc.pooler_output), dim=0)
+        if priors is None:
+            priors = Priors.stack([None] * image_grid_thw.shape[0], self.tlm.prior_dim)
+        if len(priors) != image_grid_thw.shape[0]:
+            raise ValueError(f"{image_grid_thw.shape[0]} images but priors for {len(priors)}")
+        priors = priors.to(tokens.device)
+        fused = self.tlm(tokens, image_grid_thw, priors.features, priors.positions, priors.mask,
+                         merge_size=visual.spatial_merge_size)
+        sizes = (image_grid_thw.prod(-1) // visual.spatial_merge_size**2).tolist()
+        return BaseModelOutputWithPooling(last_hidden_state=enc.last_hidden_state,
+                                          pooler_output=tuple(torch.split(fused, sizes)))
+
+    def _inputs(self, pixel_values, image_grid_thw, priors, kwargs) -> dict:
+        if pixel_values is not None:
+            if image_grid_thw is None:
+                raise ValueError("pixel_values need image_grid_thw")
+            if kwargs.get("mm_token_type_ids") is None:
+                raise ValueError("mm_token_type_ids is required: without it Qwen2.5-VL silently uses 1-D positions")
+            kwargs["mm_encoder_outputs"] = {"image": self.encode_images(pixel_values, image_grid_thw, priors)}
+        kwargs["image_grid_thw"] = image_grid_thw
+        return kwargs
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                image_grid_thw: torch.Tensor | None = None, priors: Priors | None = None, **kwargs):
+        """Backbone forward (logits, loss with ``labels``) with TLM-fused image tokens."""
+        return self.backbone(input_ids=input_ids, **self._inputs(pixel_values, image_grid_thw, priors, kwargs))
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                 image_grid_thw: torch.Tensor | None = None, priors: Priors | None = None, **kwargs) -> torch.Tensor:
+        """``generate`` with TLM-fused image tokens; any decoding options (beams, sampling) pass through."""
+        return self.backbone.generate(input_ids=input_ids, **self._inputs(pixel_values, image_grid_thw, priors, kwargs))
+
+    def answer(self, images: Sequence, questions: Sequence[str], priors: Priors | None = None,
+               max_new_tokens: int = 64, **gen_kwargs) -> list[str]:
+        """One answer per (image, question); images are PIL images or HxW[x3] uint8 arrays."""
+        if self.processor is None:
+            raise ValueError("answer() needs a processor; load the model with load_backbone()")
+        batch = build_inputs(self.processor, images, questions)
+        device = next(self.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = self.generate(**batch, priors=priors, max_new_tokens=max_new_tokens, **gen_kwargs)
+        new = out[:, batch["input_ids"].shape[1]:]
+        return [t.strip() for t in self.processor.batch_decode(new, skip_special_tokens=True)]
+
+
+def base_model(backbone: nn.Module) -> nn.Module:
+    """The ``Qwen2_5_VLForConditionalGeneration`` inside a possibly peft-wrapped backbone."""
+    return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+
+
+def build_inputs(processor, images: Sequence, questions: Sequence[str], answers: Sequence[str] | None = None) -> dict:
+    """Tokenised chat prompts (one image each) ready for :class:`FusarGPT`, left-padded for generation."""
+    from PIL import Image
+
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images but {len(questions)} questions")
+    pil = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in images]
+    pil = [im.convert("RGB") for im in pil]
+    texts = []
+    for i, q in enumerate(questions):
+        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
+        if answers is not None:
+            msgs.append({"role": "assistant", "content": answers[i]})
+        texts.append(processor.apply_chat_template(msgs, add_generation_prompt=answers is None, tokenize=False))
+    return dict(processor(images=pil, text=texts, return_tensors="pt", padding=True))
+
+
+def lora_target_regex(targets: Sequence[str] = LORA_TARGETS) -> str:
+    """peft ``target_modules`` regex matching the language model's projections only.
+
+    Plain names such as ``gate_proj`` would also match the vision tower's MLP; anchoring the
+    pattern on ``language_model.layers`` keeps LoRA off every vision module.
+    """
+    names = "|".join(re.escape(t) for t in targets)
+    return rf"^(?:.*\.)?language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:{names})$"
+
+
+def add_lora(model: FusarGPT, r: int = 8, alpha: int = 32, dropout: float = 0.05,
+             targets: Sequence[str] = LORA_TARGETS) -> FusarGPT:
+    """Wrap the backbone with a fresh LoRA adapter on the LLM's q/k/v/o/gate/up/down projections."""
+    from peft import LoraConfig, get_peft_model
+
+    if hasattr(model.backbone, "peft_config"):
+        raise ValueError("the backbone already carries a LoRA adapter")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_regex(targets),
+                        bias="none", task_type="CAUSAL_LM")
+    model.backbone = get_peft_model(model.backbone, config)
+    return model
+
+
+STAGE1_MODES = ("tlm+lora", "tlm")
+
+
+def set_stage(model: FusarGPT, stage: int, stage1_trains: str = "tlm+lora") -> list[str]:
+    """Set ``requires_grad`` for a training stage and return the trainable parameter names.
+
+    Stage 1 (knowledge injection) trains the TLM and the LoRA adapter (default) or the TLM alone
+    (the paper's text); stage 2 (task execution) trains the LoRA adapter only. The vision tower
+    and the base LLM never train.
+    """
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 or 2, got {stage}")
+    if stage1_trains not in STAGE1_MODES:
+        raise ValueError(f"stage1_trains must be one of {STAGE1_MODES}, got {stage1_trains!r}")
+    train_lora = stage == 2 or stage1_trains == "tlm+lora"
+    if train_lora and not any("lora_" in n for n, _ in model.backbone.named_parameters()):
+        raise ValueError(f"stage {stage} trains the LoRA adapter, but the backbone has none: call add_lora first")
+    for name, p in model.named_parameters():
+        is_tlm = name.startswith("tlm.")
+        is_lora = "lora_" in name and name.startswith("backbone.")
+        p.requires_grad_((stage == 1 and is_tlm) or (train_lora and is_lora))
+    return sorted(n for n, p in model.named_parameters() if p.requires_grad)

@@ -1,0 +1,34 @@
+"""Shared fixtures: a real tiny Qwen2.5-VL saved to disk and loaded back with from_pretrained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fusar_gpt.model.backbone import load_backbone, make_backbone
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    return make_backbone("tiny", tmp_path_factory.mktemp("tiny-backbone"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    """(model, processor) loaded through the same loader real weights use."""
+    torch.manual_seed(0)
+    return load_backbone(tiny_dir)
+
+
+def random_image(h: int, w: int, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).random((h, w)) * 255).astype(np.uint8)
+
+
+def random_anchors(s: int, seed: int, valid: np.ndarray | None = None):
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(s, 64)).astype(np.float32)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    p = rng.random((s, 2)).astype(np.float32)
+    m = np.ones(s, bool) if valid is None else valid
+    return f, p, m
