@@ -118,7 +118,8 @@ def preset_config(name: str, token_ids: dict[str, int] | None = None) -> Qwen2_5
     text = dict(p.text, vocab_size=p.vocab_size, max_position_embeddings=32768, rms_norm_eps=1e-6)
     kw = {}
     if ids:
-        text.update(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+        pad = ids["<|endoftext|>"]
+        text.update(bos_token_id=pad, eos_token_id=ids["<|im_end|>"], pad_token_id=pad)
         kw = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                   vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     vision = dict(p.vision, out_hidden_size=p.text["hidden_size"], patch_size=14, spatial_merge_size=2,
@@ -164,8 +165,10 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
     return SarImageProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
 
 
-def load_backbone(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
-                  attn_implementation: str | None = None) -> tuple[Qwen2_5_VLForConditionalGeneration, SarImageProcessor]:
+def load_backbone(
+    path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
+    attn_implementation: str | None = None,
+) -> tuple[Qwen2_5_VLForConditionalGeneration, SarImageProcessor]:
     """Load the backbone and its image-only processor from a local directory via ``from_pretrained``."""
     path = _local_dir(path)
     kw = {"dtype": dtype or "auto"}

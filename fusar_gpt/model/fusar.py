@@ -177,6 +177,7 @@ def add_lora(model: FusarGPT, r: int = 8, alpha: int = 32, dropout: float = 0.05
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_regex(targets),
                         bias="none", task_type="CAUSAL_LM")
     model.backbone = get_peft_model(model.backbone, config)
+    model.train(model.training)  # new LoRA dropout modules start in train mode; follow the model's mode
     return model
 
 

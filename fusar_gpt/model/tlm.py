@@ -162,7 +162,8 @@ class TLM(nn.Module):
             if hasattr(self, "null_prior"):
                 mean = torch.where(use_null[:, None], self.null_prior.to(mean.dtype).expand_as(mean), mean)
             shift = self.proj(mean.to(self.proj.weight.dtype))  # [B, C]
-            out = tokens + torch.repeat_interleave(shift, torch.tensor(counts, device=shift.device), dim=0).to(tokens.dtype)
+            per_image = torch.tensor(counts, device=shift.device)
+            out = tokens + torch.repeat_interleave(shift, per_image, dim=0).to(tokens.dtype)
         elif self.fusion == "tlm":
             params = self.mlp(feats.to(self.mlp[0].weight.dtype))  # [B, S, 2C]
             fields = torch.einsum("bshw,bsd->bhwd", weights.to(params.dtype), params)
