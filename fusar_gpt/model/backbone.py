@@ -114,14 +114,15 @@ def preset_config(name: str, token_ids: dict[str, int] | None = None) -> Qwen2_5
     if name not in PRESETS:
         raise ValueError(f"unknown backbone preset {name!r}; choose from {', '.join(PRESETS)}")
     p = PRESETS[name]
-    ids = token_ids or {}
+    # Without a tokenizer, special tokens sit at the end of the vocabulary, as in real Qwen.
+    ids = token_ids or {t: p.vocab_size - len(SPECIAL_TOKENS) + i for i, t in enumerate(SPECIAL_TOKENS)}
+    if p.shape_only and not token_ids:
+        ids = {t: 151643 + i for i, t in enumerate(SPECIAL_TOKENS)}  # Qwen2.5's own ids
     text = dict(p.text, vocab_size=p.vocab_size, max_position_embeddings=32768, rms_norm_eps=1e-6)
-    kw = {}
-    if ids:
-        pad = ids["<|endoftext|>"]
-        text.update(bos_token_id=pad, eos_token_id=ids["<|im_end|>"], pad_token_id=pad)
-        kw = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                  vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    pad = ids["<|endoftext|>"]
+    text.update(bos_token_id=pad, eos_token_id=ids["<|im_end|>"], pad_token_id=pad)
+    kw = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+              vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     vision = dict(p.vision, out_hidden_size=p.text["hidden_size"], patch_size=14, spatial_merge_size=2,
                   temporal_patch_size=2, in_channels=3, tokens_per_second=2)
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=p.tie_word_embeddings, **kw)

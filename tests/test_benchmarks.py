@@ -1,0 +1,39 @@
+"""The benchmark's analytic FLOPs formula against torch's FlopCounterMode (a correctness check, not a timing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fusar_gpt.model.fusar import FusarGPT
+from fusar_gpt.model.tlm import TLM
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "tlm_overhead.py"
+spec = importlib.util.spec_from_file_location("tlm_overhead", SCRIPT)
+bench = importlib.util.module_from_spec(spec)
+sys.modules["tlm_overhead"] = bench  # dataclasses look their module up while the script executes
+spec.loader.exec_module(bench)
+
+
+@torch.no_grad()
+def test_analytic_flops_match_flop_counter_on_tiny(tiny):
+    backbone, proc = tiny
+    model = FusarGPT(backbone, TLM(backbone.config.text_config.hidden_size), proc).eval()
+    data, priors = bench.make_batch(proc, 2, 224)
+    data.pop("labels")
+    with FlopCounterMode(display=False) as counter:
+        model(**data, priors=priors)
+    text = int(data["attention_mask"].sum(1).float().mean()) - (224 // 28) ** 2
+    f = bench.analytic_forward_flops("tiny", bench.Shape(size=224, text=text), 2)
+    counted = f["vision"] + f["llm"] + f["tlm"]  # CPU attention kernels are not counted by torch
+    assert abs(counted / counter.get_total_flops() - 1) < 1e-3
+    assert 0 < bench.training_step_share(f) < 1
+
+
+def test_large_shape_code_path_runs_on_cpu():
+    res = bench.large_shape_ratio(1, "tiny", "cpu", torch.float32, (1,), 224)
+    assert res["batch1"]["ratio"] > 0
