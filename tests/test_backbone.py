@@ -24,10 +24,11 @@ from .conftest import random_image
 
 
 def test_tiny_is_a_real_qwen25vl_of_about_1m_params(tiny, tiny_dir):
-    model, _ = tiny
+    model, proc = tiny
     assert isinstance(model, Qwen2_5_VLForConditionalGeneration)
     assert 0.5e6 < count_parameters(model) < 1.5e6
     assert hasattr(model.model, "visual") and hasattr(model.model, "language_model")
+    assert model.config.text_config.vocab_size == len(proc.tokenizer)  # every id the model emits decodes
     for name in ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"):
         assert (tiny_dir / name).exists(), name
 

@@ -59,12 +59,32 @@ DEFAULT_CORPUS = [
     "Bright point scatterers along the quay; dark specular water in the north-west; speckle noise.",
     "Sentinel-1 radar backscatter in dB, VV and VH polarisation, ascending orbit, 10 m pixels.",
     "AlphaEarth embedding anchors describe land cover; open sea has no data.",
+    "A container ship is moored at the northern berth while two fishing boats leave the harbour.",
+    "Airliners are parked on the apron next to the terminal; a fighter taxis on the runway.",
+    "Oil storage tanks appear as bright circles with a double-bounce ring near the refinery.",
+    "The river crosses the image from the top-right to the bottom-left corner between farmland.",
+    "Wind ruffles the sea surface, so the water looks brighter in the south than in the north.",
+    "Counting: one, two, three, four, five, six, seven, eight, nine, ten vessels or aircraft.",
+    "Classify the target inside the box: ship or plane; fine classes include bulk carrier, "
+    "tanker, container ship, cargo, fishing vessel, tug, ferry, warship, airliner, transport, helicopter.",
+    "Localise every target in a 3x3 grid: the image is split into nine equal cells.",
+    "Coastline, harbour, breakwater, pier, dock, quay, marina, anchorage, shipping lane, wake.",
+    "Runway, taxiway, apron, hangar, terminal building, airfield, airport, helipad.",
+    "Urban blocks, industrial estate, forest canopy, wetland, paddy field, desert, mountain ridge, snow.",
+    "Synthetic aperture radar, azimuth, range, incidence angle, layover, foreshortening, shadow, "
+    "polarimetry, amplitude, intensity, sigma nought, calibration, geocoding, terrain correction.",
+    "Gaofen-3, TerraSAR-X, COSMO-SkyMed, RADARSAT-2, ICEYE, Capella, ALOS-2 PALSAR, Sentinel-1A/B.",
+    "The year of acquisition was 2017, 2018, 2019, 2020, 2021, 2022, 2023, 2024 or 2025.",
 ]
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Backbone sizes. ``shape_only`` presets carry real Qwen2.5-VL shapes with random weights."""
+    """Backbone sizes. ``shape_only`` presets carry real Qwen2.5-VL shapes with random weights.
+
+    For saved presets ``vocab_size`` is the BPE target; the model takes the trained tokenizer's
+    actual length, which is smaller when the training text is small.
+    """
 
     text: dict
     vision: dict
@@ -196,7 +216,8 @@ def make_backbone(preset: str, out_dir: str | Path, texts: list[str] | None = No
     tokenizer = train_tokenizer(texts, PRESETS[preset].vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = preset_config(preset, ids)
-    config.text_config.vocab_size = max(config.text_config.vocab_size, len(tokenizer))
+    # BPE stops early on a small corpus: size the embedding to the tokenizer so every id decodes.
+    config.text_config.vocab_size = len(tokenizer)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
@@ -214,8 +235,8 @@ def build_random_model(preset: str, dtype: torch.dtype = torch.float32, device: 
     """A randomly initialised backbone of any preset built directly on ``device`` (benchmarks)."""
     config = preset_config(preset)
     config._attn_implementation = attn_implementation
-    with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(dtype)
+    with torch.device(device):  # allocate and initialise in place, in the target dtype
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
     return model
 
 
