@@ -35,13 +35,13 @@ class Shape:
     anchors: int = 64  # 8 x 8 grid
 
 
-def analytic_forward_flops(preset: str, shape: Shape, batch: int) -> dict[str, float]:
+def analytic_forward_flops(config, shape: Shape, batch: int) -> dict[str, float]:
     """Matmul FLOPs (2 per multiply-add) of one forward pass, by component.
 
     Attention score/value products are kept apart (``*_attn``) because FlopCounterMode does not
     count CPU scaled-dot-product attention; the other parts are checked against it exactly.
     """
-    cfg = preset_config(preset)
+    cfg = preset_config(config) if isinstance(config, str) else config  # a preset name or a model config
     v, t = cfg.vision_config, cfg.text_config
     hp = shape.size // v.patch_size
     patches, merged = hp * hp, (hp // v.spatial_merge_size) ** 2
@@ -120,7 +120,7 @@ def small_preset_ratio(repeats: int, batch: int, size: int) -> dict:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:  # check the analytic formula
         fused(**data, priors=priors)
     text = int(data["attention_mask"].sum(1).float().mean()) - (size // 28) ** 2
-    analytic = analytic_forward_flops("small", Shape(size=size, text=text), batch)
+    analytic = analytic_forward_flops(backbone.config, Shape(size=size, text=text), batch)
 
     add_lora(fused)
     set_stage(fused, 1)
