@@ -77,7 +77,7 @@ class FusarGPT(nn.Module):
         if tlm.hidden_size != hidden:
             raise ValueError(f"TLM hidden size {tlm.hidden_size} does not match the backbone's {hidden}")
         self.backbone = backbone
-        self.tlm = tlm
+        self.tlm = tlm.to(next(backbone.parameters()).device)  # beside the backbone; keeps its own dtype
         self.processor = processor
 
     @property
