@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model.backbone import load_backbone, make_backbone
+from .model.backbone import count_parameters, load_backbone, make_backbone
 from .model.fusar import FusarGPT, Priors
 from .model.tlm import TLM
 
@@ -62,8 +62,8 @@ def run_smoke(workdir: str | Path | None = None, preset: str = "small", seed: in
         answer = model.answer([image], [question], priors, max_new_tokens=12, do_sample=False)[0]
         return {
             "preset": preset, "model_dir": str(model_dir) if workdir else None,
-            "parameters": sum(p.numel() for p in backbone.parameters()),
-            "tlm_parameters": sum(p.numel() for p in model.tlm.parameters()),
+            "parameters": count_parameters(backbone),
+            "tlm_parameters": count_parameters(model.tlm),
             "valid_anchors": int(mask.sum()), "anchors": int(mask.size),
             "question": question, "answer": answer, "seconds": round(time.perf_counter() - t0, 2),
         }

@@ -10,7 +10,7 @@ back through that loader, so tests exercise the code path real checkpoints use.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -91,7 +91,6 @@ class Preset:
     vocab_size: int
     shape_only: bool = False
     tie_word_embeddings: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 _REAL_VISION = dict(depth=32, hidden_size=1280, num_heads=16, intermediate_size=3420, window_size=112,
@@ -135,9 +134,9 @@ def preset_config(name: str, token_ids: dict[str, int] | None = None) -> Qwen2_5
         raise ValueError(f"unknown backbone preset {name!r}; choose from {', '.join(PRESETS)}")
     p = PRESETS[name]
     # Without a tokenizer, special tokens sit at the end of the vocabulary, as in real Qwen.
-    ids = token_ids or {t: p.vocab_size - len(SPECIAL_TOKENS) + i for i, t in enumerate(SPECIAL_TOKENS)}
-    if p.shape_only and not token_ids:
-        ids = {t: 151643 + i for i, t in enumerate(SPECIAL_TOKENS)}  # Qwen2.5's own ids
+    # Shape-only presets use Qwen2.5's own ids (151643...), which sit at the end of its vocabulary.
+    first = 151643 if p.shape_only else p.vocab_size - len(SPECIAL_TOKENS)
+    ids = token_ids or {t: first + i for i, t in enumerate(SPECIAL_TOKENS)}
     text = dict(p.text, vocab_size=p.vocab_size, max_position_embeddings=32768, rms_norm_eps=1e-6)
     pad = ids["<|endoftext|>"]
     text.update(bos_token_id=pad, eos_token_id=ids["<|im_end|>"], pad_token_id=pad)
