@@ -1,0 +1,325 @@
+"""AlphaEarth (AEF) anchors: de-quantisation and sampling straight from the public COG tiles.
+
+Facts this module is built on (PAPER.md): tiles are int8, 64 bands, nodata -128 in all bands at
+once, stored BOTTOM-UP (positive y pixel size), one folder per year and UTM zone; a stored code q
+means ``sign(q) * (q / 127.5) ** 2``. Everything geometric goes through the tile's own affine
+transform, so bottom-up and north-up tiles need no special case.
+
+Speed comes from reading each tile once per footprint (one window over all of its nodes), keeping
+datasets open in a small LRU, and transforming coordinates in vectors with cached transformers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from . import GeoError, check_bbox
+from .aef_index import TileIndex, load_index, parse_zone
+from .anchors import Anchors
+
+DIM = 64
+NODATA = -128
+BANDS = tuple(f"A{i:02d}" for i in range(DIM))
+
+
+def _build_lut() -> np.ndarray:
+    q = np.arange(-128, 128, dtype=np.float64)
+    v = np.sign(q) * (q / 127.5) ** 2
+    v[0] = np.nan  # q == -128 is nodata
+    lut = v.astype(np.float32)
+    lut.flags.writeable = False
+    return lut
+
+
+LUT = _build_lut()  # LUT[q + 128]
+
+
+def dequantize(q) -> np.ndarray:
+    """int8 codes -> float32 values; -128 (nodata) -> NaN."""
+    q = np.asarray(q)
+    if q.dtype != np.int8:
+        if not np.issubdtype(q.dtype, np.integer) or q.size and (q.min() < -128 or q.max() > 127):
+            raise GeoError(f"dequantize expects int8 codes, got {q.dtype}")
+        q = q.astype(np.int8)
+    return LUT[q.view(np.uint8) ^ 0x80]
+
+
+def quantize(v) -> np.ndarray:
+    """float values -> the nearest int8 code; NaN -> -128. Exact inverse of ``dequantize`` on the lattice."""
+    v = np.asarray(v, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        q = np.rint(np.sign(v) * np.sqrt(np.abs(v)) * 127.5)
+    q = np.clip(np.nan_to_num(q, nan=NODATA), -127, 127)
+    q[~np.isfinite(v)] = NODATA
+    return q.astype(np.int8)
+
+
+@lru_cache(maxsize=256)
+def _transformer(src: str, dst: str):
+    from pyproj import Transformer
+
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+def lonlat_to(crs_key: str, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _transformer("EPSG:4326", crs_key).transform(lon, lat)
+    return np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+
+def to_lonlat(crs_key: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lon, lat = _transformer(crs_key, "EPSG:4326").transform(x, y)
+    return np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+
+
+def crs_key(crs) -> str:
+    """A hashable, pyproj-readable name for a CRS given as EPSG int, string or rasterio/pyproj CRS."""
+    if isinstance(crs, int):
+        return f"EPSG:{crs}"
+    if hasattr(crs, "to_epsg"):
+        epsg = crs.to_epsg()
+        return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+    return str(crs)
+
+
+def grid_shape(grid) -> tuple[int, int]:
+    rows, cols = (grid, grid) if np.isscalar(grid) else tuple(grid)
+    if int(rows) != rows or int(cols) != cols or rows < 2 or cols < 2:
+        raise GeoError(f"grid must be an integer >= 2 (or rows, cols), got {grid!r}")
+    return int(rows), int(cols)
+
+
+def grid_positions(grid) -> np.ndarray:
+    """Normalised (y, x) of the nodes, row-major from the north-west corner."""
+    rows, cols = grid_shape(grid)
+    i, j = np.meshgrid(np.arange(rows) / (rows - 1), np.arange(cols) / (cols - 1), indexing="ij")
+    return np.stack([i.ravel(), j.ravel()], 1).astype(np.float32)
+
+
+def natural_zone(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The UTM zone number each point belongs to by longitude, and its hemisphere (True = north)."""
+    zone = np.clip(np.floor((np.asarray(lon) + 180.0) / 6.0).astype(np.int64) + 1, 1, 60)
+    return zone, np.asarray(lat) >= 0
+
+
+class _Tile:
+    """An open tile plus what sampling needs from its header."""
+
+    def __init__(self, path: str):
+        import rasterio
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.ds = rasterio.open(path)
+        except rasterio.errors.RasterioIOError as err:
+            raise GeoError(f"cannot open AEF tile {path}: {str(err).splitlines()[0]}") from None
+        if self.ds.count != DIM or self.ds.dtypes[0] != "int8" or self.ds.crs is None:
+            self.ds.close()
+            raise GeoError(f"{path} is not an AEF tile (needs {DIM} int8 bands and a CRS)")
+        self.crs = crs_key(self.ds.crs)
+        self.inverse = ~self.ds.transform
+        self.width, self.height = self.ds.width, self.ds.height
+
+    def pixel(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer (col, row) of the pixel holding each point; bottom-up tiles come out right by the affine."""
+        a = self.inverse
+        col = np.floor(a.a * x + a.b * y + a.c).astype(np.int64)
+        row = np.floor(a.d * x + a.e * y + a.f).astype(np.int64)
+        return col, row
+
+
+class AEFStore:
+    """AEF tiles under ``root`` (``{year}/{zone}/*.tif[f]``; any GDAL path works with an index file).
+
+    ``sample(bbox, year, grid)`` lays a grid over a lon/lat footprint; ``sample_raster`` lays it
+    over an image's pixel grid. Nodes outside the coverage or on nodata come back with mask False
+    and NaN features, never an exception: open sea is simply not covered by AEF.
+    """
+
+    def __init__(self, root, *, index: str | None = None, cache_dir=None, max_open: int = 16,
+                 window_cap: int = 1 << 20, progress: bool = False):
+        self.root = str(root)
+        self.index: TileIndex = load_index(self.root, index=index, cache_dir=cache_dir, progress=progress)
+        if len(self.index) == 0:
+            raise GeoError(f"no AEF tiles for any year under {self.root} (expected {self.root}/YEAR/ZONE/*.tiff "
+                           f"or an aef_index.parquet/.csv listing them)")
+        self.max_open = max_open
+        self.window_cap = window_cap  # pixels; larger spans are read one node row at a time
+        self._tiles: OrderedDict[str, _Tile] = OrderedDict()
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+
+    # -- years -------------------------------------------------------------------------------
+    @property
+    def years(self) -> list[int]:
+        return self.index.available_years
+
+    def resolve_year(self, year: int) -> int:
+        """The asked year clipped into the store's years (nearest year; the earlier one on a tie)."""
+        try:
+            year = int(year)
+        except (TypeError, ValueError):
+            raise GeoError(f"year must be an integer, got {year!r}") from None
+        years = np.array(self.years)
+        return int(years[np.argmin(np.abs(years - year) * 2 + (years > year))])
+
+    # -- public sampling -----------------------------------------------------------------------
+    def sample(self, bbox, year, grid=8, *, method: str = "point", block: int = 3) -> Anchors:
+        lon_min, lat_min, lon_max, lat_max = check_bbox(bbox)
+        rows, cols = grid_shape(grid)
+        pos = grid_positions((rows, cols))
+        lat = lat_max - pos[:, 0].astype(np.float64) * (lat_max - lat_min)
+        lon = lon_min + pos[:, 1].astype(np.float64) * (lon_max - lon_min)
+        return self._anchors(lon, lat, pos, year, method, block)
+
+    def sample_raster(self, crs, transform, width: int, height: int, year, grid=8, *,
+                      method: str = "point", block: int = 3) -> Anchors:
+        """Nodes on the image's own pixel grid: node (i, j) sits at pixel (x, y) = (j/(cols-1)*W, i/(rows-1)*H)."""
+        from affine import Affine
+
+        t = transform if isinstance(transform, Affine) else Affine(*list(transform)[:6])
+        pos = grid_positions(grid)
+        px, py = pos[:, 1].astype(np.float64) * width, pos[:, 0].astype(np.float64) * height
+        x, y = t.a * px + t.b * py + t.c, t.d * px + t.e * py + t.f
+        lon, lat = to_lonlat(crs_key(crs), x, y)
+        if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+            raise GeoError("raster corners do not map to valid lon/lat (check its CRS and transform)")
+        check_bbox((lon.min(), lat.min(), lon.max(), lat.max()), "raster footprint")
+        return self._anchors(lon, lat, pos, year, method, block)
+
+    def sample_points(self, lon, lat, year: int, *, method: str = "point", block: int = 3):
+        """Features [N, 64] (NaN where missing) at arbitrary lon/lat points of the (resolved) year."""
+        lon, lat = np.asarray(lon, np.float64).ravel(), np.asarray(lat, np.float64).ravel()
+        with self._lock:
+            return self._sample_year(lon, lat, self.resolve_year(year), method, block)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _anchors(self, lon, lat, pos, year, method, block) -> Anchors:
+        if method not in ("point", "mean"):
+            raise GeoError(f"method must be 'point' or 'mean', got {method!r}")
+        if method == "mean" and (block < 1 or block % 2 == 0):
+            raise GeoError(f"block must be a positive odd number of pixels, got {block}")
+        multi = isinstance(year, Sequence) and not isinstance(year, str) or isinstance(year, np.ndarray)
+        asked = list(year) if multi else [year]
+        if not asked:
+            raise GeoError("no year given")
+        used = [self.resolve_year(y) for y in asked]
+        with self._lock:
+            feats = np.stack([self._sample_year(lon, lat, y, method, block) for y in used])
+        mask = np.isfinite(feats).all(-1)
+        lonlat = np.stack([lon, lat], 1)
+        if multi:
+            return Anchors(feats, pos, mask, lonlat=lonlat, years=np.array(used, np.int64))
+        return Anchors(feats[0], pos, mask[0], lonlat=lonlat, year=used[0])
+
+    def _tile(self, path: str) -> _Tile:
+        if os.getpid() != self._pid:  # forked data-loader worker: never share GDAL handles across processes
+            self._tiles = OrderedDict()
+            self._pid = os.getpid()
+        tile = self._tiles.get(path)
+        if tile is None:
+            tile = _Tile(path)
+            self._tiles[path] = tile
+            while len(self._tiles) > self.max_open:
+                self._tiles.popitem(last=False)[1].ds.close()
+        else:
+            self._tiles.move_to_end(path)
+        return tile
+
+    def _sample_year(self, lon, lat, year, method, block) -> np.ndarray:
+        n = len(lon)
+        out = np.full((n, DIM), np.nan, np.float32)
+        cand = self.index.candidates(year, lon.min(), lat.min(), lon.max(), lat.max())
+        if len(cand) == 0:
+            return out
+        zone, north = natural_zone(lon, lat)
+        tiles, cols, rows, score = [], [], [], []
+        projected: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for k in cand:
+            tile = self._tile(str(self.index.paths[k]))
+            if tile.crs not in projected:
+                projected[tile.crs] = lonlat_to(tile.crs, lon, lat)
+            c, r = tile.pixel(*projected[tile.crs])
+            inside = (c >= 0) & (c < tile.width) & (r >= 0) & (r < tile.height)
+            parsed = parse_zone(str(self.index.zones[k]))
+            if parsed is None:  # unknown zone: usable, but after any tile of the point's own zone
+                rank = np.ones(n)
+            else:
+                dz = np.abs(zone - parsed[0])
+                rank = np.minimum(dz, 60 - dz) + ((parsed[1] == "N") != north) * 0.5
+            tiles.append(tile)
+            cols.append(c)
+            rows.append(r)
+            score.append(np.where(inside, rank, np.inf))
+        score = np.array(score)  # [C, n]; a tile whose value is nodata is struck off and the next tried
+        pending = np.ones(n, bool)
+        while True:
+            s = np.where(pending[None], score, np.inf)
+            best = np.argmin(s, 0)
+            has = np.isfinite(s[best, np.arange(n)])
+            if not has.any():
+                return out
+            for c in np.unique(best[has]):
+                sel = np.flatnonzero(has & (best == c))
+                vals = self._read(tiles[c], cols[c][sel], rows[c][sel], method, block)
+                ok = np.isfinite(vals).all(1)
+                out[sel[ok]] = vals[ok]
+                pending[sel[ok]] = False
+                score[c, sel] = np.inf
+
+    def _read(self, tile: _Tile, col, row, method, block) -> np.ndarray:
+        """Values at (col, row) pixels: one window over all nodes, or one per node row when that is huge."""
+        r = block // 2 if method == "mean" else 0
+        c0, c1 = max(int(col.min()) - r, 0), min(int(col.max()) + r + 1, tile.width)
+        r0, r1 = max(int(row.min()) - r, 0), min(int(row.max()) + r + 1, tile.height)
+        if (c1 - c0) * (r1 - r0) <= self.window_cap:
+            return self._from_window(tile, col, row, r, c0, c1, r0, r1)
+        out = np.empty((len(col), DIM), np.float32)
+        for value in np.unique(row):
+            sel = row == value
+            cc0, cc1 = max(int(col[sel].min()) - r, 0), min(int(col[sel].max()) + r + 1, tile.width)
+            rr0, rr1 = max(int(value) - r, 0), min(int(value) + r + 1, tile.height)
+            out[sel] = self._from_window(tile, col[sel], row[sel], r, cc0, cc1, rr0, rr1)
+        return out
+
+    def _from_window(self, tile, col, row, r, c0, c1, r0, r1) -> np.ndarray:
+        from rasterio.windows import Window
+
+        q = tile.ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))  # [64, h, w] int8
+        if r == 0:
+            return dequantize(q[:, row - r0, col - c0].T)
+        offs = np.arange(-r, r + 1)
+        rr = (row - r0)[:, None, None] + offs[None, :, None]  # [k, b, 1]
+        cc = (col - c0)[:, None, None] + offs[None, None, :]  # [k, 1, b]
+        rr, cc = np.broadcast_arrays(rr, cc)
+        inside = (rr >= 0) & (rr < q.shape[1]) & (cc >= 0) & (cc < q.shape[2])
+        v = dequantize(q[:, np.clip(rr, 0, q.shape[1] - 1), np.clip(cc, 0, q.shape[2] - 1)])  # [64, k, b, b]
+        valid = inside & np.isfinite(v).all(0)
+        mean = np.where(valid[None], v, 0).sum((2, 3)) / np.maximum(valid.sum((1, 2)), 1)[None]
+        mean = mean.T.astype(np.float64)  # [k, 64]
+        norm = np.linalg.norm(mean, axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where((valid.any((1, 2)) & (norm[:, 0] > 0))[:, None], mean / norm, np.nan)
+        return mean.astype(np.float32)
+
+    def close(self) -> None:
+        with self._lock:
+            for tile in self._tiles.values():
+                tile.ds.close()
+            self._tiles.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AEFStore({self.root!r}, tiles={len(self.index)}, years={self.years})"

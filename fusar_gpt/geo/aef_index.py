@@ -1,0 +1,272 @@
+"""Where the AlphaEarth tiles are: the tile index of an AEF root, read or built, and cached.
+
+The public buckets ship an index (``aef_index.parquet`` / ``aef_index.csv``) whose ``path``
+column points at the bucket itself (``s3://...`` or ``gs://...``). A local or mirrored copy keeps
+the same ``{year}/{zone}/{name}.tiff`` tail, so every indexed path is re-rooted onto the store's
+root: the same index serves the bucket, a mirror and a partial local copy. Without an index the
+headers are scanned once; both results are cached on disk because the official index is large
+(~300k rows) and header scans of remote files are slow.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import GeoError
+
+INDEX_NAMES = ("aef_index.parquet", "aef_index.csv")
+REQUIRED_COLUMNS = ("path", "year", "wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")
+CSV_COLUMNS = ("fid", "path", "year", "utm_zone", "crs", "utm_west", "utm_south", "utm_east", "utm_north",
+               "wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")
+_ZONE = re.compile(r"^(\d{1,2})([NS])$")
+_YEAR = re.compile(r"^\d{4}$")
+CACHE_VERSION = 1
+
+
+def is_remote(path: str) -> bool:
+    return str(path).startswith(("/vsi", "s3://", "gs://", "http://", "https://"))
+
+
+def gdal_path(path: str) -> str:
+    """Bucket URLs as GDAL virtual paths (``s3://b/k`` -> ``/vsis3/b/k``)."""
+    for scheme, prefix in (("s3://", "/vsis3/"), ("gs://", "/vsigs/")):
+        if path.startswith(scheme):
+            return prefix + path[len(scheme):]
+    if path.startswith(("http://", "https://")):
+        return "/vsicurl/" + path
+    return path
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("FUSAR_GPT_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fusar-gpt"
+
+
+def parse_zone(zone: str) -> tuple[int, str] | None:
+    m = _ZONE.match(str(zone).strip().upper())
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+@dataclass
+class TileIndex:
+    """Tiles as parallel arrays, so picking the tiles under a footprint is one vector comparison."""
+
+    paths: np.ndarray   # str [N], openable by GDAL
+    years: np.ndarray   # int64 [N]
+    zones: np.ndarray   # str [N], e.g. "31N" ("" when unknown)
+    bounds: np.ndarray  # float64 [N, 4] WGS84 (west, south, east, north)
+    source: str = ""    # which index file, or "scan"
+
+    def __post_init__(self):
+        self._by_year = {int(y): np.flatnonzero(self.years == y) for y in np.unique(self.years)}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def available_years(self) -> list[int]:
+        return sorted(self._by_year)
+
+    def candidates(self, year: int, lon_min: float, lat_min: float, lon_max: float, lat_max: float) -> np.ndarray:
+        """Indices of the year's tiles whose WGS84 box meets the query box (a superset of the true hits)."""
+        idx = self._by_year.get(int(year))
+        if idx is None:
+            return np.empty(0, np.int64)
+        b = self.bounds[idx]
+        hit = (b[:, 0] <= lon_max) & (b[:, 2] >= lon_min) & (b[:, 1] <= lat_max) & (b[:, 3] >= lat_min)
+        return idx[hit]
+
+    def summary(self) -> dict:
+        return {"tiles": len(self), "years": self.available_years,
+                "zones": sorted({str(z) for z in self.zones if z}), "source": self.source}
+
+    def save_npz(self, path: Path) -> None:
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+        np.savez(tmp, paths=self.paths.astype(str), years=self.years, zones=self.zones.astype(str),
+                 bounds=self.bounds, source=np.array(self.source))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load_npz(cls, path: Path) -> TileIndex:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["paths"], z["years"], z["zones"], z["bounds"], str(z["source"]))
+
+
+def _rerooted(path: str, root: str) -> str:
+    """Map an indexed path onto ``root`` by its ``{year}/{zone}/{name}`` tail."""
+    parts = path.replace("\\", "/").rstrip("/").split("/")
+    if len(parts) >= 3 and _YEAR.match(parts[-3]) and parse_zone(parts[-2]):
+        return f"{root.rstrip('/')}/{'/'.join(parts[-3:])}"
+    if not is_remote(path) and not os.path.isabs(path):
+        return f"{root.rstrip('/')}/{path}"
+    return gdal_path(path)
+
+
+def _read_rows(index_file: str) -> dict[str, list]:
+    if index_file.endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise GeoError("reading aef_index.parquet needs pyarrow (pip install pyarrow), "
+                           "or provide aef_index.csv") from None
+        try:
+            table = pq.read_table(index_file)
+        except Exception as err:  # pyarrow raises several unrelated types for bad files
+            raise GeoError(f"cannot read AEF index {index_file}: {str(err).splitlines()[0]}") from None
+        missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+        if missing:
+            raise GeoError(f"AEF index {index_file} lacks column(s) {', '.join(missing)}")
+        wanted = [c for c in (*REQUIRED_COLUMNS, "utm_zone", "crs") if c in table.column_names]
+        return {c: table.column(c).to_pylist() for c in wanted}
+    with open(index_file, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise GeoError(f"AEF index {index_file} lacks column(s) {', '.join(missing)}")
+        cols: dict[str, list] = {c: [] for c in reader.fieldnames}
+        for row in reader:
+            for c in cols:
+                cols[c].append(row[c])
+        return cols
+
+
+def read_index_file(index_file: str, root: str) -> TileIndex:
+    """Parse an official-layout index; rows whose tile is absent from a local root are dropped."""
+    cols = _read_rows(index_file)
+    n = len(cols["path"])
+    try:
+        years = np.array([int(float(y)) for y in cols["year"]], np.int64)
+        bounds = np.array([[float(cols[k][i]) for k in REQUIRED_COLUMNS[2:]] for i in range(n)],
+                          np.float64).reshape(n, 4)
+    except (TypeError, ValueError) as err:
+        raise GeoError(f"AEF index {index_file} has a non-numeric year or bound ({err})") from None
+    paths = np.array([_rerooted(str(p), root) for p in cols["path"]], dtype=object)
+    zone_col = cols.get("utm_zone") or [str(p).replace("\\", "/").split("/")[-2] if "/" in str(p) else ""
+                                        for p in cols["path"]]
+    zones = np.array([z if parse_zone(str(z or "")) else "" for z in zone_col], dtype=object)
+    keep = np.ones(n, bool)
+    if not is_remote(root):
+        keep = np.array([os.path.exists(p) for p in paths], bool)
+    return TileIndex(paths[keep].astype(str), years[keep], zones[keep].astype(str), bounds[keep],
+                     source=os.path.basename(index_file))
+
+
+def scan_tiles(root: str, cache_dir: Path | None = None, progress: bool = False) -> TileIndex:
+    """Read every tile header under ``root/{year}/{zone}/``; unchanged files come from the cache."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    base = Path(root)
+    files = sorted(p for pattern in ("*/*/*.tif", "*/*/*.tiff") for p in base.glob(pattern)
+                   if _YEAR.match(p.parent.parent.name) and parse_zone(p.parent.name))
+    cache_file = _cache_path(root, cache_dir, "scan.json")
+    cached = {}
+    if cache_file and cache_file.exists():
+        try:
+            blob = json.loads(cache_file.read_text())
+            if blob.get("version") == CACHE_VERSION:
+                cached = blob["tiles"]
+        except (OSError, ValueError, KeyError):
+            cached = {}
+    entries = {}
+    it = files
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(files, desc="scanning AEF tile headers", unit="tile")
+    for p in it:
+        rel = p.relative_to(base).as_posix()
+        st = p.stat()
+        sig = [st.st_size, st.st_mtime_ns]
+        if rel in cached and cached[rel]["sig"] == sig:
+            entries[rel] = cached[rel]
+            continue
+        try:
+            with warnings.catch_warnings(), rasterio.open(p) as ds:
+                warnings.simplefilter("ignore")
+                if ds.crs is None:
+                    raise GeoError(f"AEF tile {p} has no CRS")
+                wb = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+        except rasterio.errors.RasterioIOError as err:
+            raise GeoError(f"cannot read AEF tile {p}: {str(err).splitlines()[0]}") from None
+        entries[rel] = {"sig": sig, "year": int(p.parent.parent.name), "zone": p.parent.name.upper(),
+                        "bounds": [float(v) for v in wb]}
+    if cache_file:
+        _atomic_write(cache_file, json.dumps({"version": CACHE_VERSION, "root": root, "tiles": entries}))
+    rels = sorted(entries)
+    return TileIndex(np.array([f"{root.rstrip('/')}/{r}" for r in rels], dtype=str),
+                     np.array([entries[r]["year"] for r in rels], np.int64),
+                     np.array([entries[r]["zone"] for r in rels], dtype=str),
+                     np.array([entries[r]["bounds"] for r in rels], np.float64).reshape(len(rels), 4),
+                     source="scan")
+
+
+def load_index(root: str, index: str | None = None, cache_dir: Path | None = None,
+               progress: bool = False) -> TileIndex:
+    """The index for ``root``: an explicit file, else ``root/aef_index.{parquet,csv}``, else a header scan."""
+    root = str(root)
+    if index is None and not is_remote(root):
+        for name in INDEX_NAMES:
+            cand = f"{root.rstrip('/')}/{name}"
+            if _exists(cand):
+                index = cand
+                break
+    if index is not None:
+        index = str(index)
+        if not _exists(index):
+            raise GeoError(f"AEF index {index} is not a local file (download the bucket's aef_index.parquet "
+                           f"once and pass its path)")
+        cache_file = _cache_path(f"{root}|{index}|{_signature(index)}", cache_dir, "index.npz")
+        if cache_file and cache_file.exists():
+            try:
+                return TileIndex.load_npz(cache_file)
+            except (OSError, ValueError, KeyError):
+                pass
+        tiles = read_index_file(index, root)
+        if cache_file:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tiles.save_npz(cache_file)
+        return tiles
+    if is_remote(root):
+        raise GeoError(f"AEF root {root} is remote: pass index=LOCAL_COPY_OF/aef_index.parquet (headers of a "
+                       f"remote bucket are not scanned)")
+    if not os.path.isdir(root):
+        raise GeoError(f"AEF root {root} is not a directory")
+    return scan_tiles(root, cache_dir, progress=progress)
+
+
+def _exists(path: str) -> bool:
+    return not is_remote(path) and os.path.exists(path)
+
+
+def _signature(path: str) -> str:
+    if is_remote(path):
+        return "remote"
+    st = os.stat(path)
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def _cache_path(key: str, cache_dir, suffix: str) -> Path | None:
+    """Where to cache; ``cache_dir=False`` turns caching off."""
+    if cache_dir is False:
+        return None
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return base / "aef" / f"{digest}.{suffix}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

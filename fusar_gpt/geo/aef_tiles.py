@@ -1,0 +1,120 @@
+"""Write AEF tiles in the public layout, plus the index: the fixtures of the tests and the synthetic world.
+
+Tiles are written exactly as the bucket stores them (int8, 64 bands A00..A63, bottom-up, nodata
+-128, ZSTD, band-planar 1024 px blocks, overviews in a COG layout), so that the reader is
+exercised on the real format rather than on a convenient one.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import GeoError
+from .aef import BANDS, DIM, NODATA
+from .aef_index import CSV_COLUMNS, parse_zone, scan_tiles
+
+
+def utm_epsg(zone: str) -> int:
+    parsed = parse_zone(zone)
+    if parsed is None or not 1 <= parsed[0] <= 60:
+        raise GeoError(f"UTM zone must look like '31N' or '37S', got {zone!r}")
+    return (32600 if parsed[1] == "N" else 32700) + parsed[0]
+
+
+def tile_origin(lon: float, lat: float, size: int, pixel_size: float = 10.0, zone: str | None = None):
+    """(zone, epsg, west, north) of the ``size``-pixel tile of the regular UTM tile grid holding (lon, lat).
+
+    The zone defaults to the point's own zone; pass ``zone`` to build a tile of a neighbouring zone
+    that reaches over the zone edge, as real tiles near the edges do.
+    """
+    from .aef import lonlat_to, natural_zone
+
+    if zone is None:
+        num, north = natural_zone(np.array([lon]), np.array([lat]))
+        zone = f"{int(num[0])}{'N' if north[0] else 'S'}"
+    epsg = utm_epsg(zone)
+    x, y = lonlat_to(f"EPSG:{epsg}", np.array([lon], float), np.array([lat], float))
+    span = size * pixel_size
+    return zone, epsg, float(np.floor(x[0] / span) * span), float(np.ceil(y[0] / span) * span)
+
+
+def write_tile(path, codes: np.ndarray, *, crs, west: float, north: float, pixel_size: float = 10.0,
+               bottom_up: bool = True, block_size: int = 1024, overviews: bool = True) -> Path:
+    """Write int8 ``codes [64, H, W]`` given NORTH-UP (row 0 = northernmost) with its top-left corner
+    at (``west``, ``north``) in ``crs``. ``bottom_up`` stores it as the bucket does (positive y size).
+    """
+    import rasterio
+    import rasterio.shutil
+    from affine import Affine
+    from rasterio.enums import Resampling
+
+    codes = np.asarray(codes)
+    if codes.dtype != np.int8 or codes.ndim != 3 or codes.shape[0] != DIM:
+        raise GeoError(f"AEF tile codes must be int8 [{DIM}, H, W], got {codes.dtype} {list(codes.shape)}")
+    if block_size % 16:
+        raise GeoError(f"block_size must be a multiple of 16, got {block_size}")
+    _, h, w = codes.shape
+    if bottom_up:
+        transform = Affine(pixel_size, 0.0, west, 0.0, pixel_size, north - h * pixel_size)
+        data = codes[:, ::-1, :]
+    else:
+        transform = Affine(pixel_size, 0.0, west, 0.0, -pixel_size, north)
+        data = codes
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layout = dict(tiled=True, blockxsize=block_size, blockysize=block_size, compress="zstd", interleave="band")
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".aef-tile-") as tmp:
+        staged, final = Path(tmp) / "staged.tif", Path(tmp) / "final.tif"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # GDAL notes that positive y pixel sizes are unusual: that is the point
+            with rasterio.open(staged, "w", driver="GTiff", dtype="int8", count=DIM, width=w, height=h, crs=crs,
+                               transform=transform, nodata=NODATA, **layout) as ds:
+                ds.write(data)
+                ds.descriptions = BANDS
+                factors = [2 ** k for k in range(1, 32) if max(h, w) / 2 ** (k - 1) > 1]
+                if overviews and factors:
+                    ds.build_overviews(factors, Resampling.nearest)  # nearest keeps codes on the lattice
+            # copying with the overviews first gives the cloud-optimised ordering
+            rasterio.shutil.copy(staged, final, driver="GTiff", copy_src_overviews=True, **layout)
+        os.replace(final, path)
+    return path
+
+
+def write_index(root, name: str = "aef_index.csv") -> Path:
+    """Scan ``root`` and write an index in the official column layout (paths relative to ``root``)."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    root = Path(root)
+    tiles = scan_tiles(str(root), cache_dir=False)
+    if not len(tiles):
+        raise GeoError(f"no AEF tiles under {root} to index")
+    rows = []
+    for fid, (p, year, zone) in enumerate(zip(tiles.paths, tiles.years, tiles.zones)):
+        with warnings.catch_warnings(), rasterio.open(p) as ds:
+            warnings.simplefilter("ignore")
+            utm = ds.bounds
+            wgs = transform_bounds(ds.crs, "EPSG:4326", *utm, densify_pts=21)
+            crs = f"EPSG:{ds.crs.to_epsg()}"
+        rel = Path(p).relative_to(root).as_posix()
+        rows.append([fid, rel, int(year), zone, crs, utm.left, utm.bottom, utm.right, utm.top, *wgs])
+    out = root / name
+    tmp = out.with_name(f".{name}.tmp{os.getpid()}")
+    if name.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(CSV_COLUMNS)}), tmp)
+    else:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(rows)
+    os.replace(tmp, out)
+    return out
