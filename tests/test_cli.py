@@ -22,7 +22,7 @@ def test_help_lists_exactly_the_working_commands(capsys):
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "examples:" in capsys.readouterr().out
-    assert set(COMMANDS) == {"demo", "import-official"}
+    assert set(COMMANDS) == {"demo", "aef", "import-official"}
 
 
 def test_console_script_entry_point_runs():
@@ -49,3 +49,65 @@ def test_demo_smoke_pipeline_answers(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["valid_anchors"] == 32 and report["anchors"] == 64
     assert isinstance(report["answer"], str) and (tmp_path / "backbone-tiny" / "config.json").exists()
+
+
+def _aef_world(root):
+    import numpy as np
+
+    from fusar_gpt.geo.aef_tiles import tile_origin, write_tile
+
+    zone, epsg, west, north = tile_origin(4.52, 43.59, 64)
+    codes = np.random.default_rng(0).integers(-127, 128, (64, 64, 64)).astype(np.int8)
+    codes[:, :, :32] = -128  # the western half is nodata
+    write_tile(root / "2019" / zone / "t.tiff", codes, crs=f"EPSG:{epsg}", west=west, north=north, block_size=64)
+    from fusar_gpt.geo.aef import to_lonlat
+
+    lon, lat = to_lonlat(f"EPSG:{epsg}", np.array([west + 20, west + 620]), np.array([north - 620, north - 20]))
+    return f"{lon[0]},{lat[0]},{lon[1]},{lat[1]}"
+
+
+def test_aef_index_and_sample_commands(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from fusar_gpt.geo.anchors import Anchors
+
+    monkeypatch.setenv("FUSAR_GPT_CACHE", str(tmp_path / "cache"))
+    bbox = _aef_world(tmp_path / "aef")
+    assert main(["aef", "index", str(tmp_path / "aef"), "--write", "csv", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["tiles"] == 1 and info["years"] == [2019] and info["zones"] == ["31N"]
+    assert (tmp_path / "aef" / "aef_index.csv").exists()
+    out = tmp_path / "a.npz"
+    assert main(["aef", "sample", "--aef", str(tmp_path / "aef"), "--bbox", bbox, "--year", "2024", "--grid", "4",
+                 "--out", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "AEF 2019 (asked 2024)" in line and "8/16 nodes valid" in line
+    saved = Anchors.load(out)
+    assert saved.year == 2019 and saved.mask.reshape(4, 4)[:, 2:].all() and not saved.mask.reshape(4, 4)[:, :2].any()
+    assert main(["aef", "sample", "--aef", str(tmp_path / "aef"), "--bbox", bbox, "--year", "2019", "--grid", "4",
+                 "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["aef_year"] == 2019 and got["valid"] == 8
+    feats = np.array([[np.nan if v is None else v for v in row] for row in got["anchors"]["features"]], np.float32)
+    assert np.array_equal(feats, saved.features, equal_nan=True)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--bbox", "4.5,43.5,4.6,43.6"], "--year is required"),
+    (["--bbox", "4.5,43.5,4.6,93.6", "--year", "2020"], "latitude range"),
+    (["--bbox", "4.5,43.5", "--year", "2020"], "4 numbers"),
+    (["--image", "missing.tif"], "missing.tif"),
+])
+def test_aef_sample_bad_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setenv("FUSAR_GPT_CACHE", str(tmp_path / "cache"))
+    _aef_world(tmp_path / "aef")
+    assert main(["aef", "sample", "--aef", str(tmp_path / "aef"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("fusar-gpt aef: error:")
+
+
+def test_aef_root_without_tiles_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["aef", "index", str(tmp_path / "empty"), "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "no AEF tiles for any year" in err and err.count("\n") == 1

@@ -183,7 +183,7 @@ def scan_tiles(root: str, cache_dir: Path | None = None, progress: bool = False)
     it = files
     if progress:
         from tqdm import tqdm
-        it = tqdm(files, desc="scanning AEF tile headers", unit="tile")
+        it = tqdm(files, desc="scanning AEF tile headers", unit="tile", disable=len(files) < 50)
     for p in it:
         rel = p.relative_to(base).as_posix()
         st = p.stat()
