@@ -440,3 +440,20 @@ def test_open_handles_are_bounded(tmp_path, pool):
     assert len(store._tiles) == 2
     store.close()
     assert len(store._tiles) == 0
+
+
+def test_store_pickles_for_worker_processes_and_reopens_its_tiles(tmp_path, pool):
+    import pickle
+
+    from fusar_gpt.geo.aef import to_lonlat
+
+    _, epsg, west, north = _small_world(tmp_path, pool)
+    lon, lat = to_lonlat(f"EPSG:{epsg}", np.array([west + 51.5, west + 597.3]), np.array([north - 603.1, north - 47.7]))
+    bbox = (lon[0], lat[0], lon[1], lat[1])
+    store = AEFStore(tmp_path, cache_dir=False)
+    before = store.sample(bbox, 2024, grid=4)
+    assert before.n_valid == 16
+    clone = pickle.loads(pickle.dumps(store))
+    assert len(clone._tiles) == 0
+    after = clone.sample(bbox, 2024, grid=4)
+    assert np.array_equal(before.features, after.features, equal_nan=True) and len(clone._tiles) == 1

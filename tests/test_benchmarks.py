@@ -37,3 +37,20 @@ def test_analytic_flops_match_flop_counter_on_tiny(tiny):
 def test_large_shape_code_path_runs_on_cpu():
     res = bench.large_shape_ratio(1, "tiny", "cpu", torch.float32, (1,), 224)
     assert res["batch1"]["ratio"] > 0
+
+
+def _load(name):
+    spec_ = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec_)
+    sys.modules[name] = module
+    spec_.loader.exec_module(module)
+    return module
+
+
+def test_aef_sampling_benchmark_agrees_with_the_naive_way_on_a_small_world():
+    """A dry run of the script's whole path; its timing figures are not asserted (they are not tests)."""
+    aef_bench = _load("aef_sampling")
+    r = aef_bench.run(footprints=6, naive=1, repeats=1, tile=256, grids=(4,))
+    g = r["grids"]["4x4"]
+    assert g["identical_to_naive"] is True and g["naive_timed_on"] == 4
+    assert 0.0 < g["valid_node_share"] <= 1.0

@@ -309,6 +309,17 @@ class AEFStore:
             mean = np.where((valid.any((1, 2)) & (norm[:, 0] > 0))[:, None], mean / norm, np.nan)
         return mean.astype(np.float32)
 
+    def __getstate__(self):
+        """Picklable for process pools and spawn-started data loaders: handles are reopened on first use."""
+        state = self.__dict__.copy()
+        state["_tiles"], state["_lock"] = OrderedDict(), None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+
     def close(self) -> None:
         with self._lock:
             for tile in self._tiles.values():

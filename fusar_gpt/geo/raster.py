@@ -122,14 +122,6 @@ def _window_transform(t: Affine, col: float, row: float) -> Affine:
     return Affine(t.a, t.b, x, t.d, t.e, y)
 
 
-class _AffineInverse:
-    def __init__(self, transform: Affine, width: int, height: int):
-        self.inv, self.width, self.height = ~transform, width, height
-
-    def __call__(self, x: float, y: float) -> tuple[float, float]:
-        return _apply(self.inv, x, y)
-
-
 def footprint(crs, transform: Affine, width: int, height: int, *, what: str = "raster"
               ) -> tuple[float, float, float, float]:
     """Outer lon/lat box ``(lon_min, lat_min, lon_max, lat_max)`` of the image's pixel edges.
