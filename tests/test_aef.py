@@ -457,3 +457,19 @@ def test_store_pickles_for_worker_processes_and_reopens_its_tiles(tmp_path, pool
     assert len(clone._tiles) == 0
     after = clone.sample(bbox, 2024, grid=4)
     assert np.array_equal(before.features, after.features, equal_nan=True) and len(clone._tiles) == 1
+
+
+def test_anchor_files_are_byte_identical_for_identical_anchors(tmp_path):
+    import time
+
+    a = Anchors(np.ones((4, 64), np.float32) * 0.125, np.zeros((4, 2)), np.ones(4, bool), year=2020)
+    first = a.save(tmp_path / "a.npz").read_bytes()
+    time.sleep(2.1)  # zip entries carry a time stamp with 2-s resolution unless it is fixed
+    assert a.save(tmp_path / "b.npz").read_bytes() == first
+
+
+def test_has_tiles_tells_no_coverage_from_nodata(tmp_path, pool):
+    _small_world(tmp_path, pool)
+    store = AEFStore(tmp_path, cache_dir=False)
+    assert store.has_tiles((4.519, 43.589, 4.521, 43.591), 2015)
+    assert not store.has_tiles((100.0, 10.0, 100.1, 10.1), 2024)

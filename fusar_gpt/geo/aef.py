@@ -194,6 +194,12 @@ class AEFStore:
         check_bbox((lon.min(), lat.min(), lon.max(), lat.max()), "raster footprint")
         return self._anchors(lon, lat, pos, year, method, block)
 
+    def has_tiles(self, bbox, year) -> bool:
+        """Whether any tile of the (resolved) year reaches the lon/lat box: False means 'no AEF here at all',
+        as opposed to tiles that hold only nodata (open sea), which is a valid, empty prior."""
+        lon_min, lat_min, lon_max, lat_max = check_bbox(bbox)
+        return len(self.index.candidates(self.resolve_year(year), lon_min, lat_min, lon_max, lat_max)) > 0
+
     def sample_points(self, lon, lat, year: int, *, method: str = "point", block: int = 3):
         """Features [N, 64] (NaN where missing) at arbitrary lon/lat points of the (resolved) year."""
         lon, lat = np.asarray(lon, np.float64).ravel(), np.asarray(lat, np.float64).ravel()

@@ -79,7 +79,7 @@ class Anchors:
             arrays["years"] = np.asarray(self.years, np.int64)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
         try:
-            np.savez(tmp, **arrays)
+            _write_npz(tmp, arrays)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
@@ -110,6 +110,15 @@ class Anchors:
                        year=None if year is None else int(year), years=years)
         except GeoError as err:
             raise GeoError(f"anchor file {path}: {err}") from None
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    """``np.savez`` with fixed zip timestamps: the same anchors always give the same bytes (resumable builds)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
 
 
 def save_anchors(path, anchors: Anchors) -> Path:
