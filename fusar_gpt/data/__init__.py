@@ -1,0 +1,1 @@
+"""Data: synthetic world, annotations, tasks, dataset building and batches."""

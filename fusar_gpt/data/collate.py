@@ -1,0 +1,182 @@
+"""Batches for training and evaluation: chat-formatted tokens, packed pixels, grids, priors, labels.
+
+Label masking is derived from the chat template itself, never from hand-written offsets: each
+record's generation prompt (``add_generation_prompt=True``) must be a prefix of its full
+conversation; the prompt's token ids, with its image placeholder expanded as the processor
+expands it, must be a prefix of the row the processor produced; the supervised tokens are those
+after that prefix up to and including the first end-of-turn token (``<|im_end|>``). Everything
+else (system and user turns, image tokens, the newline after ``<|im_end|>``, padding) is -100.
+Anything that breaks these assumptions raises a one-line ``ValueError`` naming the record:
+nothing is silently left unsupervised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..geo.anchors import Anchors
+from ..model.fusar import Priors
+
+IGNORE_INDEX = -100
+END_OF_TURN = "<|im_end|>"
+
+
+class Batch(dict):
+    """Keyword arguments for ``FusarGPT.forward`` / ``generate`` (so ``model(**batch)`` just works).
+
+    The records' ``ids``, ``questions``, ``answers`` and ``tasks`` ride along as attributes, not keys,
+    so they never reach the model. :meth:`to` keeps them; ``copy``/pickling (DataLoader workers,
+    pinned memory) keep them too. Keys: ``input_ids, attention_mask, mm_token_type_ids,
+    pixel_values, image_grid_thw, priors`` and, in training mode, ``labels``.
+    """
+
+    def __init__(self, inputs=(), *, ids: Sequence[str] = (), questions: Sequence[str] = (),
+                 answers: Sequence[str | None] = (), tasks: Sequence[str | None] = ()) -> None:
+        super().__init__(inputs)
+        self.ids = list(ids)
+        self.questions = list(questions)
+        self.answers = list(answers)
+        self.tasks = list(tasks)
+
+    def to(self, device: torch.device | str) -> Batch:
+        moved = {k: v.to(device) if isinstance(v, (torch.Tensor, Priors)) else v for k, v in self.items()}
+        return Batch(moved, ids=self.ids, questions=self.questions, answers=self.answers, tasks=self.tasks)
+
+
+def _as_rgb(image) -> Image.Image:
+    im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    return im.convert("RGB")
+
+
+def _as_prior(anchors, rid: str):
+    if anchors is None or isinstance(anchors, tuple):
+        return anchors
+    if isinstance(anchors, Anchors):
+        if anchors.multi_year:
+            raise ValueError(f"record {rid!r}: multi-year anchors reached the collator; pick one year "
+                             f"(Anchors.for_year, as ManifestDataset does)")
+        return anchors.features, anchors.positions, anchors.mask
+    raise ValueError(f"record {rid!r}: anchors must be Anchors, a (features, positions[, mask]) tuple or None, "
+                     f"got {type(anchors).__name__}")
+
+
+class Collator:
+    """Turns dataset items (``ManifestDataset``) into a :class:`Batch`.
+
+    ``train=True``: prompt + answer, right padding (default), ``labels`` supervising exactly the
+    answer tokens and the ``<|im_end|>`` closing them. ``train=False``: the generation prompt
+    only, left padding (batched ``generate`` appends after the last column), no labels; the truth
+    is in ``batch.answers``. ``max_length`` refuses (never truncates) a record whose tokens,
+    image tokens included, exceed it. ``padding_side`` overrides the mode's default; with left
+    padding in training the labels are masked just as correctly.
+    """
+
+    def __init__(self, processor, *, max_length: int | None = None, train: bool = True,
+                 padding_side: str | None = None, prior_dim: int = 64) -> None:
+        if max_length is not None and max_length <= 0:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        side = padding_side or ("right" if train else "left")
+        if side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if not train and side != "left":
+            raise ValueError("evaluation batches must be left-padded: generate() appends after the last column")
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.max_length = max_length
+        self.train = train
+        self.padding_side = side
+        self.prior_dim = prior_dim
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
+        self.eot_id = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        if self.eot_id is None or self.eot_id == self.tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no {END_OF_TURN} token: not a Qwen chat tokenizer")
+        self.special = tuple(t for t in self.tokenizer.all_special_tokens if t)
+
+    # ------------------------------------------------------------------------------------------ text
+    def _render(self, question: str, answer: str | None) -> str:
+        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        if answer is not None:
+            msgs.append({"role": "assistant", "content": answer})
+        return self.processor.apply_chat_template(msgs, add_generation_prompt=answer is None, tokenize=False)
+
+    def _check_text(self, rid: str, question, answer) -> None:
+        if not isinstance(question, str):
+            raise ValueError(f"record {rid!r}: question must be a string, got {type(question).__name__}")
+        fields = [("question", question)]
+        if self.train:
+            if not isinstance(answer, str) or not answer.strip():
+                raise ValueError(f"record {rid!r}: empty answer, nothing to supervise")
+            fields.append(("answer", answer))
+        for name, text in fields:
+            bad = [t for t in self.special if t in text]
+            if bad:
+                raise ValueError(f"record {rid!r}: the {name} contains the special token {bad[0]}, which would "
+                                 f"break the chat structure")
+
+    # ------------------------------------------------------------------------------------------ batch
+    def __call__(self, items: Sequence[dict]) -> Batch:
+        if len(items) == 0:
+            raise ValueError("cannot collate an empty list of items")
+        ids = [str(it["id"]) for it in items]
+        questions = [it["question"] for it in items]
+        answers = [it.get("answer") for it in items]
+        for rid, q, a in zip(ids, questions, answers):
+            self._check_text(rid, q, a)
+        prompts = [self._render(q, None) for q in questions]
+        if self.train:
+            texts = [self._render(q, a) for q, a in zip(questions, answers)]
+            for rid, prompt, full in zip(ids, prompts, texts):
+                if not full.startswith(prompt):
+                    raise ValueError(f"record {rid!r}: the chat template renders the conversation so that it does "
+                                     f"not start with the generation prompt; cannot tell where the answer begins")
+        else:
+            texts = prompts
+        images = [_as_rgb(it["image"]) for it in items]
+        enc = self.processor(images=images, text=texts, return_tensors="pt", padding=True,
+                             padding_side=self.padding_side)
+        lengths = enc["attention_mask"].sum(dim=1).tolist()
+        if self.max_length is not None:
+            for rid, n, row in zip(ids, lengths, enc["input_ids"]):
+                if n > self.max_length:
+                    n_img = int((row == self.image_token_id).sum())
+                    raise ValueError(f"record {rid!r}: {n} tokens ({n_img} image + {n - n_img} text) exceed "
+                                     f"max_length {self.max_length}; records are refused, never truncated "
+                                     f"(shorten the question or lower the image resolution)")
+        inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values",
+                                      "image_grid_thw")}
+        if self.train:
+            inputs["labels"] = self._labels(enc["input_ids"], enc["attention_mask"], prompts, ids)
+        inputs["priors"] = Priors.stack([_as_prior(it.get("anchors"), rid) for it, rid in zip(items, ids)],
+                                        self.prior_dim)
+        return Batch(inputs, ids=ids, questions=questions, answers=answers, tasks=[it.get("task") for it in items])
+
+    def _labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: list[str],
+                ids: list[str]) -> torch.Tensor:
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        prompt_ids = self.tokenizer(prompts)["input_ids"]
+        for b, rid in enumerate(ids):
+            valid = attention_mask[b].nonzero().flatten()
+            start, stop = int(valid[0]), int(valid[-1]) + 1
+            if stop - start != len(valid):
+                raise ValueError(f"record {rid!r}: the attention mask has a hole; expected one run of tokens")
+            row = input_ids[b, start:stop]
+            n_img = int((row == self.image_token_id).sum())
+            prefix = []
+            for t in prompt_ids[b]:  # the processor expands the one image placeholder into n_img tokens
+                prefix.extend([t] * n_img if t == self.image_token_id else [t])
+            p = len(prefix)
+            if p >= len(row) or row[:p].tolist() != prefix:
+                raise ValueError(f"record {rid!r}: the tokenised conversation does not begin with the tokenised "
+                                 f"prompt (the tokenizer merges the prompt's end with the answer's start)")
+            ends = (row[p:] == self.eot_id).nonzero().flatten()
+            if len(ends) == 0:
+                raise ValueError(f"record {rid!r}: no {END_OF_TURN} closes the answer")
+            n = int(ends[0])
+            if n == 0:
+                raise ValueError(f"record {rid!r}: the answer has no token to supervise")
+            labels[b, start + p: start + p + n + 1] = row[p: p + n + 1]
+        return labels

@@ -1,0 +1,233 @@
+"""Manifest datasets: one JSONL record per question/answer turn, read lazily into model-ready items.
+
+A manifest (DESIGN.md §3) holds ``id, image, aef, coordinate_size, question, answer`` (the official
+FUSAR-GPT fields) and optionally ours: ``task``, ``split``, ``meta``. Paths are relative to the
+manifest's directory (absolute paths are kept as they are). Every record is validated when the
+manifest is loaded, so a bad line fails at once with its line number; image and anchor files are
+only opened when an item is read, because a manifest may name millions of files.
+
+Filters: ``split=None`` / ``tasks=None`` keep every record. A split (or task) filter keeps only the
+records that carry that split (task); official records, which have neither, match no filter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..geo import GeoError
+from ..geo.anchors import Anchors
+
+REQUIRED = ("id", "image", "coordinate_size", "question", "answer")  # the official fields but aef
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+# Modes that are not 8 bits per channel: converting them to RGB would clip silently.
+_NOT_8BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+class ManifestError(ValueError):
+    """A bad manifest, record, or file named by a record; the message is one line naming the file."""
+
+
+def _type(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_record(rec, where: str, root: Path) -> dict:
+    """Validate one parsed JSON line and return it normalised (absolute paths, defaults filled in)."""
+    if not isinstance(rec, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {_type(rec)}")
+    for key in REQUIRED:
+        if key not in rec:
+            raise ManifestError(f"{where}: missing field '{key}'")
+    rid = rec["id"]
+    if _is_int(rid):
+        rid = str(rid)
+    if not isinstance(rid, str) or not rid:
+        raise ManifestError(f"{where}: field 'id' must be a non-empty string, got {_type(rec['id'])}")
+    for key in ("question", "answer"):
+        if not isinstance(rec[key], str):
+            raise ManifestError(f"{where}: field '{key}' must be a string, got {_type(rec[key])}")
+    if not isinstance(rec["image"], str) or not rec["image"]:
+        raise ManifestError(f"{where}: field 'image' must be a non-empty path string, got {_type(rec['image'])}")
+    aef = rec.get("aef")
+    if aef is not None and not isinstance(aef, str):
+        raise ManifestError(f"{where}: field 'aef' must be a path string or null, got {_type(aef)}")
+    size = rec["coordinate_size"]
+    ok = (_is_int(size) and size > 0) or (
+        isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size))
+    if not ok:
+        raise ManifestError(f"{where}: field 'coordinate_size' must be a positive integer or [width, height], "
+                            f"got {json.dumps(size)}")
+    for key in ("task", "split"):
+        if rec.get(key) is not None and not isinstance(rec[key], str):
+            raise ManifestError(f"{where}: field '{key}' must be a string or null, got {_type(rec[key])}")
+    meta = rec.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise ManifestError(f"{where}: field 'meta' must be an object or null, got {_type(meta)}")
+    return {
+        "id": rid,
+        "image": str(root / rec["image"]),  # an absolute path stays as it is under "/"
+        "aef": str(root / aef) if aef else None,
+        "coordinate_size": size,
+        "question": rec["question"],
+        "answer": rec["answer"],
+        "task": rec.get("task"),
+        "split": rec.get("split"),
+        "meta": dict(meta or {}),
+    }
+
+
+def _as_names(value, what: str) -> set[str] | None:
+    if value is None:
+        return None
+    names = {value} if isinstance(value, str) else set(value)
+    if not names or not all(isinstance(v, str) for v in names):
+        raise ValueError(f"{what} filter must be a non-empty list of names, got {value!r}")
+    return names
+
+
+def load_manifest(path, *, split: str | None = None, tasks: Sequence[str] | None = None) -> list[dict]:
+    """Read and validate a manifest; returns normalised records (absolute paths) in file order.
+
+    Each record has ``id, image, aef (or None), coordinate_size (int or [w, h], as written),
+    question, answer, task (or None), split (or None), meta (dict)``. Blank lines are skipped.
+    Raises :class:`ManifestError` naming the file and line for any bad line.
+    """
+    path = Path(path)
+    task_names = _as_names(tasks, "tasks")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such manifest file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: cannot read the manifest ({' '.join(str(err).split())})") from None
+    root = path.absolute().parent
+    records = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {n}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+        rec = _check_record(raw, where, root)
+        if split is not None and rec["split"] != split:
+            continue
+        if task_names is not None and rec["task"] not in task_names:
+            continue
+        records.append(rec)
+    return records
+
+
+def frame_size(record: dict) -> tuple[int, int]:
+    """``(width, height)`` of a record's coordinate frame (``coordinate_size`` may be an int or [w, h])."""
+    size = record["coordinate_size"]
+    return (size, size) if _is_int(size) else (int(size[0]), int(size[1]))
+
+
+def read_image(record: dict) -> Image.Image:
+    """The record's image as RGB: an 8-bit PNG/JPEG as is, or a SAR GeoTIFF scaled to 8-bit in its frame."""
+    path, rid = Path(record["image"]), record["id"]
+    if not path.is_file():
+        raise ManifestError(f"record {rid!r}: image file {path} does not exist")
+    if path.suffix.lower() in GEOTIFF_SUFFIXES:
+        return _read_geotiff(path, frame_size(record), rid)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in _NOT_8BIT:
+                raise ManifestError(f"record {rid!r}: image file {path} is mode {im.mode}, not 8-bit; "
+                                    f"manifest images must be model-ready 8-bit (or a GeoTIFF)")
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise ManifestError(f"record {rid!r}: image file {path} is not a readable image "
+                            f"({' '.join(str(err).split())})") from None
+
+
+def _read_geotiff(path: Path, size: tuple[int, int], rid: str) -> Image.Image:
+    from ..geo.frame import MODEL_PATCH, to_model_frame
+    from ..geo.radiometry import to_uint8
+    from ..geo.raster import read_sar
+
+    w, h = size
+    try:
+        arr = to_uint8(read_sar(path))
+        if arr.shape[:2] != (h, w):
+            if w == h and w % MODEL_PATCH == 0:
+                arr = to_model_frame(arr, w)[0]
+            else:
+                arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.BILINEAR))
+    except GeoError as err:
+        raise ManifestError(f"record {rid!r}: {err}") from None
+    return Image.fromarray(arr).convert("RGB")
+
+
+def read_anchors(record: dict) -> Anchors | None:
+    """The record's anchors (single-year), or None when it names no anchor file.
+
+    Multi-year files give the year recorded in ``meta['aef_year']`` when present, else their last year.
+    """
+    if not record.get("aef"):
+        return None
+    rid = record["id"]
+    try:
+        anchors = Anchors.load(record["aef"])
+    except GeoError as err:
+        raise ManifestError(f"record {rid!r}: {err}") from None
+    if not anchors.multi_year:
+        return anchors
+    years = [int(y) for y in anchors.years]
+    want = (record.get("meta") or {}).get("aef_year")
+    if want is None:
+        return anchors.for_year(len(years) - 1)
+    if not _is_int(want) or want not in years:
+        raise ManifestError(f"record {rid!r}: meta aef_year {want!r} is not among the years {years} "
+                            f"of anchor file {record['aef']}")
+    return anchors.for_year(years.index(want))
+
+
+class ManifestDataset(torch.utils.data.Dataset):
+    """Items ``{"id", "task", "image" (PIL RGB), "question", "answer", "anchors" (Anchors | None),
+    "coordinate_size", "meta"}`` from a manifest path or from records returned by :func:`load_manifest`."""
+
+    def __init__(self, manifest, *, split: str | None = None, tasks: Sequence[str] | None = None) -> None:
+        if isinstance(manifest, (str, Path)):
+            self.source = str(manifest)
+            everything = load_manifest(manifest)
+        else:
+            self.source = "records"
+            everything = list(manifest)
+        task_names = _as_names(tasks, "tasks")
+        self.records = [r for r in everything if (split is None or r.get("split") == split)
+                        and (task_names is None or r.get("task") in task_names)]
+        if everything and not self.records:
+            splits = sorted({str(r.get("split")) for r in everything})
+            found = sorted({str(r.get("task")) for r in everything})
+            raise ManifestError(f"{self.source}: no record matches split={split!r} tasks={tasks!r} "
+                                f"(splits present: {', '.join(splits)}; tasks present: {', '.join(found)})")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        rec = self.records[i]
+        return {
+            "id": rec["id"],
+            "task": rec.get("task"),
+            "image": read_image(rec),
+            "question": rec["question"],
+            "answer": rec["answer"],
+            "anchors": read_anchors(rec),
+            "coordinate_size": rec["coordinate_size"],
+            "meta": rec.get("meta") or {},
+        }
