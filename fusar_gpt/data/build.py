@@ -1,0 +1,343 @@
+"""The triplet builder: annotated SAR GeoTIFFs + AEF tiles -> a dataset directory (DESIGN.md §3).
+
+Each image is one job whose outputs (PNG, anchors, its records) are written to temporary names and
+renamed, and whose records land in ``parts/<stem>.json`` LAST: a part file means the image is done.
+So a run killed at any moment resumes by skipping finished parts, shards of an array job write
+disjoint parts into one directory, and ``merge`` turns parts into ``manifest.jsonl``,
+``quarantine.jsonl`` and ``build.json``. Every output is a pure function of (image, annotation,
+parameters), which is what makes a resumed build identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..geo import GeoError
+from .annotations import ImageAnnotations, Problem, read_annotations, validate_objects
+from .tasks import TASKS, FrameObj, SceneInfo, build_qa
+
+RASTER_SUFFIXES = (".tif", ".tiff")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class BuildConfig:
+    images: str | list[str]             # a folder (searched recursively), a .txt list of paths, or a list
+    annotations: str
+    aef: str
+    out: str
+    fmt: str = "coco"
+    tasks: tuple[str, ...] = TASKS
+    frame: int = 504
+    grid: int = 8
+    classes: tuple[str, ...] = ("ship", "plane")
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_by: str = "site"              # "site" (the annotation's site/group field, else the scene) or "scene"
+    stretch: tuple[float, float] | None = None   # fixed dB range; None = per-image 2-98 % stretch
+    seed: int = 0
+    workers: int = 1
+    shard: tuple[int, int] | None = None  # (i, n): this process builds images i, i+n, i+2n, ...
+    aef_index: str | None = None
+    landcover_ref: str | None = None    # labelled AEF CSVs for caption terrain; default: see landcover.py
+    sensor: str | None = None
+    subtypes: dict[str, list[str]] | None = None  # fine classes per label; default: all seen in the annotations
+
+    def __post_init__(self):
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+        if self.frame <= 0 or self.frame % 28:
+            raise ValueError(f"--frame must be a positive multiple of 28, got {self.frame}")
+        if len(self.split) != 3 or min(self.split) < 0 or not abs(sum(self.split) - 1) < 1e-6:
+            raise ValueError(f"split ratios must be 3 non-negative numbers summing to 1, got {self.split}")
+        if self.split_by not in ("site", "scene"):
+            raise ValueError(f"split_by must be 'site' or 'scene', got {self.split_by!r}")
+        if self.shard is not None and not (0 <= self.shard[0] < self.shard[1]):
+            raise ValueError(f"--shard must be i/n with 0 <= i < n, got {self.shard}")
+
+
+@dataclass
+class Job:
+    stem: str
+    path: str | None
+    ann: ImageAnnotations | None
+    split: str
+    name: str = ""                      # the image as the user knows it (relative to --images)
+    problems: list[str] = field(default_factory=list)
+
+
+def list_images(images) -> list[Path]:
+    if isinstance(images, (list, tuple)):
+        return [Path(p) for p in images]
+    src = Path(images)
+    if src.is_dir():
+        return sorted(p for p in src.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+    if src.is_file() and src.suffix.lower() == ".txt":
+        base = src.parent
+        return [Path(ln.strip()) if os.path.isabs(ln.strip()) else base / ln.strip()
+                for ln in src.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if src.is_file():
+        return [src]
+    raise FileNotFoundError(f"--images {images}: no such folder or list file")
+
+
+def stem_of(path: Path, root: Path | None) -> str:
+    rel = path.relative_to(root) if root is not None and path.is_relative_to(root) else Path(path.name)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", rel.with_suffix("").as_posix().replace("/", "__"))
+
+
+def assign_splits(groups: list[str], ratios, seed: int) -> dict[str, str]:
+    """Whole groups (sites or scenes) per split, so nothing leaks. Groups are ordered by a seeded hash;
+    each split with a non-zero ratio gets at least one group when there are enough groups."""
+    order = sorted(set(groups), key=lambda g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest())
+    n = len(order)
+    counts = [int(round(r * n)) for r in ratios]
+    for k in (2, 1):  # test and val first get their one group each
+        if ratios[k] > 0 and counts[k] == 0 and n >= 1 + sum(c > 0 or ratios[j] > 0 for j, c in enumerate(counts)):
+            counts[k] = 1
+    counts[0] = n - counts[1] - counts[2]
+    out, i = {}, 0
+    for split, c in zip(SPLITS, counts):
+        for g in order[i:i + max(c, 0)]:
+            out[g] = split
+        i += max(c, 0)
+    return out
+
+
+def plan(cfg: BuildConfig) -> tuple[list[Job], list[Problem]]:
+    """Match images to annotations and give every image its split; unmatched items become problems."""
+    paths = list_images(cfg.images)
+    root = Path(cfg.images) if not isinstance(cfg.images, (list, tuple)) and Path(cfg.images).is_dir() else None
+    sizes = {}
+    if cfg.fmt == "yolo":
+        import rasterio
+
+        for p in paths:
+            try:
+                with rasterio.open(p) as ds:
+                    sizes[p.stem] = (ds.width, ds.height)
+            except rasterio.errors.RasterioIOError:
+                pass
+    anns, problems = read_annotations(cfg.annotations, cfg.fmt, classes=cfg.classes, image_sizes=sizes)
+    by_key: dict[str, ImageAnnotations] = {}
+    for name, ann in anns.items():
+        for key in {name, Path(name).name, Path(name).stem}:
+            by_key.setdefault(key, ann)
+    refused = {str(pr.image) for pr in problems if pr.image}
+    jobs, used = [], set()
+    for p in paths:
+        rel = p.relative_to(root).as_posix() if root is not None and p.is_relative_to(root) else p.name
+        ann = next((by_key[k] for k in (rel, p.name, p.stem) if k in by_key), None)
+        if ann is None and refused & {rel, p.name, p.stem}:
+            continue  # already quarantined by the annotation reader, with its reason
+        jobs.append(Job(stem_of(p, root), str(p), ann, "", name=rel))
+        if ann is None:
+            jobs[-1].problems.append("no annotation for this image")
+        else:
+            used.add(ann.file_name)
+    problems += [Problem(name, "annotated image not found among --images") for name in anns if name not in used]
+    seen: dict[str, int] = {}
+    for j in jobs:  # two files that sanitise to one stem must not overwrite each other
+        seen[j.stem] = seen.get(j.stem, 0) + 1
+        if seen[j.stem] > 1:
+            j.stem = f"{j.stem}-{seen[j.stem]}"
+    group = {j.stem: (str(j.ann.extra.get("site") or j.ann.extra.get("group") or j.stem)
+                      if cfg.split_by == "site" and j.ann is not None else j.stem) for j in jobs}
+    splits = assign_splits(list(group.values()), cfg.split, cfg.seed)
+    for j in jobs:
+        j.split = splits[group[j.stem]]
+    if cfg.subtypes is None:  # dataset-wide fine classes: every fine question offers the same options
+        seen: dict[str, set[str]] = {}
+        for ann in anns.values():
+            for o in ann.objects:
+                if o.subtype and o.label in cfg.classes:
+                    seen.setdefault(o.label, set()).add(o.subtype)
+        cfg.subtypes = {k: sorted(v) for k, v in sorted(seen.items())}
+    return jobs, problems
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+class Worker:
+    """Builds one image at a time; owns the AEF store so each process opens its tiles once."""
+
+    def __init__(self, cfg: BuildConfig):
+        from ..geo.aef import AEFStore
+        from .landcover import LandcoverReference, default_reference
+
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.store = AEFStore(cfg.aef, index=cfg.aef_index)
+        self.landcover = (LandcoverReference.from_csv(cfg.landcover_ref) if cfg.landcover_ref
+                          else default_reference())
+
+    def __call__(self, job: Job) -> dict:
+        part = self.out / "parts" / f"{job.stem}.json"
+        if part.exists():
+            return json.loads(part.read_text())
+        try:
+            result = {"records": self._records(job), "problems": []}
+        except (GeoError, ValueError) as err:
+            reason = " ".join(str(err).split()).replace(f"{job.path}: ", "")
+            result = {"records": [], "problems": [{"image": job.name or job.path, "reason": reason}]}
+        _atomic_bytes(part, json.dumps(result, sort_keys=True).encode())
+        return result
+
+    def _records(self, job: Job) -> list[dict]:
+        from ..geo.frame import to_model_frame
+        from ..geo.radiometry import to_uint8
+        from ..geo.raster import read_sar
+
+        if job.problems:
+            raise ValueError("; ".join(job.problems))
+        cfg = self.cfg
+        img = read_sar(job.path)
+        objects, reason = validate_objects(job.ann.objects, img.width, img.height)
+        if reason:
+            raise ValueError(reason)
+        date = img.date or (job.ann.extra.get("date") and str(job.ann.extra["date"]))
+        if not date:
+            raise ValueError("no acquisition date in the file's tags, its name or the annotation")
+        year = int(str(date)[:4])
+        if not self.store.has_tiles(img.footprint, year):
+            raise ValueError(f"no AEF tile covers its footprint {tuple(round(v, 5) for v in img.footprint)}")
+        anchors = self.store.sample_raster(img.crs, img.transform, img.width, img.height, year, grid=cfg.grid)
+        pixels, boxes, _ = to_model_frame(to_uint8(img, fixed=cfg.stretch), cfg.frame,
+                                          np.array([o.box for o in objects], float).reshape(-1, 4))
+        frame_objs = [FrameObj(tuple(int(v) for v in b), o.label, o.subtype) for b, o in zip(boxes, objects)]
+        landcover, layout = job.ann.extra.get("landcover"), job.ann.extra.get("landcover_grid")
+        if landcover is None and self.landcover is not None:
+            from .landcover import describe
+
+            landcover, layout = describe(anchors, self.landcover)
+        scene = SceneInfo(landcover=landcover, layout=layout, sensor=cfg.sensor, date=str(date))
+        qas = build_qa(frame_objs, cfg.frame, cfg.tasks, seed=f"{cfg.seed}:{job.stem}", scene=scene,
+                       classes=cfg.classes, subtypes=cfg.subtypes or None)
+        image_rel, aef_rel = f"images/{job.stem}.png", f"anchors/{job.stem}.npz"
+        _atomic_bytes(self.out / image_rel, _png_bytes(pixels))
+        anchors.save(self.out / aef_rel)
+        meta = {"footprint": [round(v, 7) for v in img.footprint], "year": year, "aef_year": anchors.year,
+                "date": str(date), "sensor": cfg.sensor, "source": str(job.path), "valid_anchors": anchors.n_valid,
+                "objects": [{"box": [round(v, 2) for v in o.box], "label": o.label, "subtype": o.subtype}
+                            for o in objects],
+                "frame_objects": [{"box": list(f.box), "label": f.label, "subtype": f.subtype} for f in frame_objs]}
+        counts: dict[str, int] = {}
+        records = []
+        for qa in qas:
+            k = counts[qa.task] = counts.get(qa.task, 0) + 1
+            records.append({"id": f"{job.stem}-{qa.task}-{k}", "image": image_rel, "aef": aef_rel,
+                            "coordinate_size": cfg.frame, "question": qa.question, "answer": qa.answer,
+                            "task": qa.task, "split": job.split, "meta": {**meta, **qa.meta}})
+        return records
+
+
+_WORKER: Worker | None = None
+
+
+def _init_worker(cfg: BuildConfig) -> None:
+    global _WORKER
+    _WORKER = Worker(cfg)
+
+
+def _run_job(job: Job) -> dict:
+    return _WORKER(job)
+
+
+def build(cfg: BuildConfig, progress: bool = True) -> dict:
+    """Build (this shard of) the dataset; without a shard, merge at the end. Returns the build summary."""
+    out = Path(cfg.out)
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    jobs, problems = plan(cfg)
+    mine = jobs if cfg.shard is None else jobs[cfg.shard[0]::cfg.shard[1]]
+    todo = [j for j in mine if not (out / "parts" / f"{j.stem}.json").exists()]
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="building", unit="image", disable=not progress)
+    if cfg.workers <= 1 or len(todo) <= 1:
+        worker = Worker(cfg)
+        for j in todo:
+            worker(j)
+            bar.update()
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # no GDAL or torch state crosses into the workers
+        with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+            for _ in pool.imap_unordered(_run_job, todo, chunksize=4):
+                bar.update()
+    bar.close()
+    plan_file = {"config": _config_dict(cfg), "images": [asdict(j) | {"ann": None} for j in jobs],
+                 "annotation_problems": [asdict(p) for p in problems]}
+    _atomic_bytes(out / "plan.json", json.dumps(plan_file, sort_keys=True).encode())
+    if cfg.shard is not None:
+        return {"shard": f"{cfg.shard[0]}/{cfg.shard[1]}", "images": len(mine), "built": len(todo)}
+    return merge(out)
+
+
+def merge(out) -> dict:
+    """Join every image's part into manifest.jsonl, quarantine.jsonl and build.json (all atomic)."""
+    out = Path(out)
+    plan_path = out / "plan.json"
+    if not plan_path.exists():
+        raise FileNotFoundError(f"{out} has no plan.json: run the build (or every shard) first")
+    plan_file = json.loads(plan_path.read_text())
+    stems = [j["stem"] for j in plan_file["images"]]
+    missing = [s for s in stems if not (out / "parts" / f"{s}.json").exists()]
+    if missing:
+        raise ValueError(f"{len(missing)} image(s) not built yet (e.g. {missing[0]}); run the missing shards")
+    lines, quarantine = [], [{"image": p["image"], "reason": p["reason"]} for p in plan_file["annotation_problems"]]
+    built = 0
+    for s in stems:
+        part = json.loads((out / "parts" / f"{s}.json").read_text())
+        lines += [json.dumps(r, sort_keys=True) for r in part["records"]]
+        quarantine += part["problems"]
+        built += not part["problems"]
+    _atomic_bytes(out / "manifest.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
+    _atomic_bytes(out / "quarantine.jsonl", "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
+    counts: dict[str, dict[str, int]] = {}
+    for ln in lines:
+        r = json.loads(ln)
+        counts.setdefault(r["task"], {}).setdefault(r["split"], 0)
+        counts[r["task"]][r["split"]] += 1
+    from .. import __version__
+
+    summary = {"records": len(lines), "images": built, "quarantined": len(quarantine), "counts": counts,
+               "config": plan_file["config"], "versions": _versions(__version__)}
+    _atomic_bytes(out / "build.json", json.dumps(summary, indent=2, sort_keys=True).encode())
+    return summary
+
+
+def _config_dict(cfg: BuildConfig) -> dict:
+    d = asdict(cfg)
+    d["images"] = cfg.images if isinstance(cfg.images, str) else [str(p) for p in cfg.images]
+    return d
+
+
+def _versions(ours: str) -> dict:
+    import numpy
+    import rasterio
+
+    return {"fusar-gpt": ours, "numpy": numpy.__version__, "rasterio": rasterio.__version__,
+            "gdal": rasterio.__gdal_version__}

@@ -1,0 +1,274 @@
+"""The triplet builder on the synthetic world and on the real Sentinel-1 GeoTIFF: records, anchors,
+boxes, splits, quarantine, resumability after SIGKILL, shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fusar_gpt.data.build import BuildConfig, assign_splits, build, merge
+from fusar_gpt.data.dataset import ManifestDataset, load_manifest
+from fusar_gpt.data.tasks import truth_boxes
+from fusar_gpt.geo.aef import AEFStore, quantize
+from fusar_gpt.geo.aef_tiles import write_tile
+from fusar_gpt.geo.anchors import Anchors
+from fusar_gpt.geo.raster import read_sar
+
+S1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "s1_geotiff" / (
+    "S1A_IW_A_20150309T173017_VV_grd_mli_geo_norm_db.tif")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSAR_GPT_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from fusar_gpt.data.synth import make_world
+
+    out = tmp_path_factory.mktemp("world")
+    make_world(out, scenes=12, seed=3, sites=4, tile_px=256, block_size=256)
+    return out
+
+
+def _cfg(world, out, **kw):
+    return BuildConfig(images=str(world / "images"), annotations=str(world / "annotations.json"),
+                       aef=str(world / "aef"), out=str(out), frame=224, **kw)
+
+
+@pytest.fixture(scope="module")
+def built(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds")
+    os.environ.setdefault("FUSAR_GPT_CACHE", str(out / "cache"))
+    summary = build(_cfg(world, out / "ds", split_by="scene"), progress=False)
+    return out / "ds", summary
+
+
+def test_synth_then_build_gives_loadable_records_and_counts(built):
+    ds, summary = built
+    records = load_manifest(ds / "manifest.jsonl")
+    assert len(records) == summary["records"] > 0 and summary["quarantined"] == 0
+    assert {r["task"] for r in records} == {"caption", "count", "locate", "classify", "detect"}
+    data = ManifestDataset(ds / "manifest.jsonl")
+    for i in range(len(data)):
+        item = data[i]
+        assert item["image"].size == (224, 224) and item["anchors"] is not None
+    info = json.loads((ds / "build.json").read_text())
+    counted = {}
+    for r in records:
+        counted.setdefault(r["task"], {}).setdefault(r["split"], 0)
+        counted[r["task"]][r["split"]] += 1
+    assert info["counts"] == counted and set().union(*[set(v) for v in counted.values()]) == {"train", "val", "test"}
+    assert info["records"] == len(records) and info["images"] == 12
+    # every record's official fields are there, paths relative to the manifest
+    first = json.loads((ds / "manifest.jsonl").read_text().splitlines()[0])
+    assert {"id", "image", "aef", "coordinate_size", "question", "answer", "task", "split", "meta"} <= set(first)
+    assert not os.path.isabs(first["image"]) and (ds / first["image"]).exists() and (ds / first["aef"]).exists()
+    assert not list(ds.rglob(".*tmp*"))
+
+
+def test_anchors_equal_a_direct_store_query(built, world):
+    ds, _ = built
+    store = AEFStore(world / "aef")
+    seen = set()
+    for r in load_manifest(ds / "manifest.jsonl"):
+        if r["aef"] in seen:
+            continue
+        seen.add(r["aef"])
+        img = read_sar(r["meta"]["source"])
+        direct = store.sample_raster(img.crs, img.transform, img.width, img.height, img.date.year, grid=8)
+        saved = Anchors.load(r["aef"])
+        assert np.array_equal(saved.features, direct.features, equal_nan=True)
+        assert np.array_equal(saved.positions, direct.positions) and saved.year == direct.year == r["meta"]["aef_year"]
+    assert len(seen) == 12
+
+
+def test_boxes_on_saved_images_coincide_with_the_objects(built):
+    ds, _ = built
+    checked = 0
+    for r in load_manifest(ds / "manifest.jsonl", tasks=["detect"]):
+        if r["answer"] == "None":
+            continue
+        png = np.asarray(Image.open(r["image"]).convert("L"), np.float64)
+        for obj in truth_boxes(r["answer"]):
+            x1, y1, x2, y2 = obj["bbox_2d"]
+            if (x2 - x1) * (y2 - y1) < 16:
+                continue
+            inside = png[y1:y2, x1:x2]
+            ring = np.concatenate([png[max(y1 - 6, 0):y1, x1:x2].ravel(), png[y2:y2 + 6, x1:x2].ravel(),
+                                   png[y1:y2, max(x1 - 6, 0):x1].ravel(), png[y1:y2, x2:x2 + 6].ravel()])
+            # the target's brightest returns sit inside its box, not beside it
+            assert inside.max() >= np.percentile(png, 99), (r["id"], obj)
+            assert ring.size and np.percentile(inside, 90) > np.percentile(ring, 90), (r["id"], obj)
+            checked += 1
+    assert checked >= 5
+
+
+def test_frame_boxes_are_the_source_boxes_scaled(built):
+    ds, _ = built
+    for r in load_manifest(ds / "manifest.jsonl", tasks=["detect"]):
+        img = read_sar(r["meta"]["source"])
+        sx, sy = 224 / img.width, 224 / img.height
+        for src, fr in zip(r["meta"]["objects"], r["meta"]["frame_objects"]):
+            want = np.rint(np.array(src["box"]) * [sx, sy, sx, sy])
+            assert np.abs(np.array(fr["box"]) - want).max() <= 1
+        # saved pixels are exactly the 8-bit frame of the source image
+        from fusar_gpt.geo.frame import to_model_frame
+        from fusar_gpt.geo.radiometry import to_uint8
+
+        assert np.array_equal(np.asarray(Image.open(r["image"])), to_model_frame(to_uint8(img), 224)[0])
+        break
+
+
+def test_real_sentinel1_geotiff_builds_caption_and_detect(tmp_path):
+    img = read_sar(S1)
+    codes = quantize(np.random.default_rng(0).normal(size=(64, 512, 512)) * 0.12)
+    for year in (2017, 2024):
+        write_tile(tmp_path / "aef" / str(year) / "31N" / "t.tiff", codes, crs="EPSG:32631",
+                   west=img.transform.c - 400, north=img.transform.f + 400, block_size=256, overviews=False)
+    coco = {"images": [{"id": 1, "file_name": S1.name, "width": 268, "height": 217}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [100, 80, 20, 10]}],
+            "categories": [{"id": 1, "name": "ship"}]}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    cfg = BuildConfig(images=[str(S1)], annotations=str(tmp_path / "coco.json"), aef=str(tmp_path / "aef"),
+                      out=str(tmp_path / "ds"), tasks=("caption", "detect"), frame=224, sensor="Sentinel-1")
+    summary = build(cfg, progress=False)
+    assert summary["quarantined"] == 0
+    records = load_manifest(tmp_path / "ds" / "manifest.jsonl")
+    assert sorted({r["task"] for r in records}) == ["caption", "detect"]
+    ship = next(r for r in records if r["task"] == "detect" and r["meta"]["class"] == "ship")
+    sx, sy = 224 / 268, 224 / 217
+    assert truth_boxes(ship["answer"]) == [{"bbox_2d": [round(100 * sx), round(80 * sy), round(120 * sx),
+                                                        round(90 * sy)], "label": "ship"}]
+    cap = next(r for r in records if r["task"] == "caption")
+    assert "2015-03-09" in cap["answer"] and "ship" in cap["answer"]
+    assert cap["meta"]["year"] == 2015 and cap["meta"]["aef_year"] == 2017
+    assert Anchors.load(cap["aef"]).year == 2017
+
+
+def _bad_inputs(world, tmp_path):
+    """A copy of the world with one bad input of each kind next to the good ones."""
+    bad = tmp_path / "bad"
+    shutil.copytree(world / "images", bad / "images")
+    coco = json.loads((world / "annotations.json").read_text())
+    images = coco["images"]
+    # an unreadable image: the file is cut in half
+    data = (bad / "images" / images[0]["file_name"]).read_bytes()
+    (bad / "images" / images[0]["file_name"]).write_bytes(data[: len(data) // 3])
+    # a box outside the image
+    coco["annotations"].append({"id": 9001, "image_id": images[1]["id"], "category_id": 1,
+                                "bbox": [images[1]["width"] + 50, 10, 20, 20], "subtype": "cargo"})
+    # an unknown category
+    coco["annotations"].append({"id": 9002, "image_id": images[2]["id"], "category_id": 77, "bbox": [5, 5, 9, 9]})
+    # a malformed entry (bad COCO JSON content): bbox with 3 numbers
+    coco["annotations"].append({"id": 9003, "image_id": images[3]["id"], "category_id": 1, "bbox": [1, 2, 3]})
+    # a place with no AEF tile: the same pixels georeferenced in the Pacific
+    import rasterio
+    from affine import Affine
+
+    src = bad / "images" / images[4]["file_name"]
+    with rasterio.open(src) as ds:
+        profile, arr, tags = ds.profile, ds.read(), ds.tags()
+    profile.update(crs="EPSG:32610", transform=Affine(2.0, 0, 300000, 0, -2.0, 2000000))
+    nowhere = bad / "images" / "nowhere.tif"
+    with rasterio.open(nowhere, "w", **profile) as ds:
+        ds.write(arr)
+        ds.update_tags(**tags)
+    coco["images"].append({**images[4], "id": 999, "file_name": "nowhere.tif"})
+    (bad / "annotations.json").write_text(json.dumps(coco))
+    return bad, images
+
+
+def test_bad_inputs_go_to_quarantine_and_valid_ones_are_kept(world, tmp_path):
+    bad, images = _bad_inputs(world, tmp_path)
+    summary = build(BuildConfig(images=str(bad / "images"), annotations=str(bad / "annotations.json"),
+                                aef=str(world / "aef"), out=str(tmp_path / "ds"), frame=224), progress=False)
+    quarantine = [json.loads(ln) for ln in (tmp_path / "ds" / "quarantine.jsonl").read_text().splitlines()]
+    reasons = " | ".join(f"{q['image']}: {q['reason']}" for q in quarantine)
+    expect = {images[0]["file_name"]: "read", images[1]["file_name"]: "outside",
+              images[2]["file_name"]: "unknown category", images[3]["file_name"]: "bbox",
+              "nowhere.tif": "no AEF tile"}
+    for name, why in expect.items():
+        assert any(name in str(q["image"]) and why in q["reason"] for q in quarantine), (name, why, reasons)
+    assert summary["images"] == 12 - 4 and len(quarantine) == 5  # every valid image is kept, each bad one once
+    kept = {Path(r["meta"]["source"]).name for r in load_manifest(tmp_path / "ds" / "manifest.jsonl")}
+    assert kept == {im["file_name"] for im in images[4:12]}  # (images also holds the added nowhere.tif)
+
+
+def test_unparseable_annotation_file_is_a_one_line_error(world, tmp_path):
+    (tmp_path / "broken.json").write_text('{"images": [')
+    with pytest.raises(ValueError) as err:
+        build(BuildConfig(images=str(world / "images"), annotations=str(tmp_path / "broken.json"),
+                          aef=str(world / "aef"), out=str(tmp_path / "ds"), frame=224), progress=False)
+    assert "\n" not in str(err.value) and "broken.json" in str(err.value)
+
+
+def _snapshot(ds: Path) -> tuple[list[str], dict[str, bytes]]:
+    lines = sorted((ds / "manifest.jsonl").read_text().splitlines())
+    return lines, {p.name: p.read_bytes() for p in sorted((ds / "anchors").glob("*.npz"))}
+
+
+def test_sigkill_mid_run_then_rerun_gives_the_same_dataset(world, built, tmp_path):
+    ds, _ = built
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "fusar_gpt", "build", "--images", str(world / "images"), "--annotations",
+           str(world / "annotations.json"), "--aef", str(world / "aef"), "--out", str(out), "--frame", "224",
+           "--split-by", "scene", "--json"]
+    env = {**os.environ, "FUSAR_GPT_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((out / "parts").glob("*.json"))) < 3:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "parts").glob("*.json")))
+    assert 0 < done < 12, f"kill landed after {done} of 12 images"
+    assert not (out / "manifest.jsonl").exists()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _snapshot(out) == _snapshot(ds)
+
+
+def test_shards_then_merge_equal_one_build_and_workers_agree(world, built, tmp_path):
+    ds, _ = built
+    out = tmp_path / "ds"
+    for i in range(2):
+        r = build(_cfg(world, out, split_by="scene", shard=(i, 2)), progress=False)
+        assert r["shard"] == f"{i}/2"
+        if i == 0:
+            with pytest.raises(ValueError, match="not built yet"):
+                merge(out)
+    merge(out)
+    assert _snapshot(out) == _snapshot(ds)
+    pooled = tmp_path / "pooled"
+    build(_cfg(world, pooled, split_by="scene", workers=2), progress=False)
+    assert _snapshot(pooled) == _snapshot(ds)
+
+
+def test_split_by_site_keeps_sites_whole(world, tmp_path):
+    build(_cfg(world, tmp_path / "ds", tasks=("count",)), progress=False)
+    coco = json.loads((world / "annotations.json").read_text())
+    site_of = {im["file_name"]: im["site"] for im in coco["images"]}
+    split_of_site: dict[str, set] = {}
+    for r in load_manifest(tmp_path / "ds" / "manifest.jsonl"):
+        split_of_site.setdefault(site_of[Path(r["meta"]["source"]).name], set()).add(r["split"])
+    assert all(len(s) == 1 for s in split_of_site.values()) and len(split_of_site) == 4
+
+
+def test_assign_splits_gives_every_split_a_group_and_is_stable():
+    groups = [f"g{i}" for i in range(5)]
+    a = assign_splits(groups, (0.8, 0.1, 0.1), seed=0)
+    assert set(a.values()) == {"train", "val", "test"} and a == assign_splits(groups[::-1], (0.8, 0.1, 0.1), seed=0)
+    big = assign_splits([f"s{i}" for i in range(1000)], (0.8, 0.1, 0.1), seed=1)
+    assert abs(sum(v == "train" for v in big.values()) - 800) <= 1
+    assert set(assign_splits(["only"], (0.8, 0.1, 0.1), seed=0).values()) == {"train"}
