@@ -32,6 +32,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/tlm_overhead.py
 	$(BIN)/python benchmarks/aef_sampling.py
+	$(BIN)/python benchmarks/build_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -22,7 +22,7 @@ def test_help_lists_exactly_the_working_commands(capsys):
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "examples:" in capsys.readouterr().out
-    assert set(COMMANDS) == {"demo", "aef", "import-official"}
+    assert set(COMMANDS) == {"demo", "synth", "build", "aef", "import-official"}
 
 
 def test_console_script_entry_point_runs():
@@ -111,3 +111,32 @@ def test_aef_root_without_tiles_is_one_line_exit_2(tmp_path, capsys):
     assert main(["aef", "index", str(tmp_path / "empty"), "--cache-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert "no AEF tiles for any year" in err and err.count("\n") == 1
+
+
+def test_synth_and_build_commands(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FUSAR_GPT_CACHE", str(tmp_path / "cache"))
+    world = tmp_path / "world"
+    assert main(["synth", str(world), "--scenes", "3", "--sites", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scenes"] == 3
+    args = ["build", "--images", str(world / "images"), "--annotations", str(world / "annotations.json"),
+            "--aef", str(world / "aef"), "--out", str(tmp_path / "ds"), "--frame", "224", "--tasks", "count,detect"]
+    assert main(args + ["--shard", "0/2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["shard"] == "0/2"
+    assert main(args + ["--shard", "1/2"]) == 0
+    assert "--merge" in capsys.readouterr().out
+    assert main(["build", "--merge", str(tmp_path / "ds")]) == 0
+    line = capsys.readouterr().out
+    assert "records (count" in line and "0 quarantined" in line
+    assert (tmp_path / "ds" / "manifest.jsonl").read_text().count("\n") == 3 * 4  # 2 classes x (count, detect)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["build", "--images", "x"], "--annotations, --aef, --out required"),
+    (["build", "--merge", "nowhere"], "no plan.json"),
+    (["build", "--images", "x", "--annotations", "a", "--aef", "r", "--out", "o", "--shard", "3"], "i/n"),
+    (["build", "--images", "x", "--annotations", "a", "--aef", "r", "--out", "o", "--tasks", "dance"], "unknown task"),
+])
+def test_build_bad_arguments_are_one_line_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
