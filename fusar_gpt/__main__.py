@@ -30,6 +30,13 @@ EXAMPLES = {
       --tasks count,locate,detect --frame 504 --grid 8 --workers 8
   fusar-gpt build ... --out ds/ --shard 3/16           # one task of a 16-way array job (same --out)
   fusar-gpt build --merge ds/                          # then join the shards""",
+    "train": """examples:
+  fusar-gpt train configs/tiny-cpu/stage1.yaml --data ds/ --out runs/s1            # stage I (TLM + LoRA)
+  fusar-gpt train configs/tiny-cpu/stage2.yaml --init runs/s1 --out runs/s2       # stage II (LoRA; TLM frozen)
+  fusar-gpt train configs/tiny-cpu/stage1.yaml --out runs/s1 --resume             # continue after a crash
+  fusar-gpt train configs/tiny-cpu/stage1.yaml --set train.lr=5e-5 --set train.batch_size=4
+  accelerate launch --config_file configs/accelerate/ddp.yaml -m fusar_gpt train \\
+      configs/qwen2.5-vl-7b/stage1.yaml --data ds/ --out runs/7b-s1                # several GPUs""",
     "import-official": """examples:
   fusar-gpt import-official checkpoints/stage2/detection --out runs/official-det
   fusar-gpt import-official old_ckpt --out runs/legacy --sigma 2   # legacy dir without tlm_config.json""",
@@ -59,6 +66,20 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_aef(sub, fmt)
     _add_data(sub, fmt)
+    t = sub.add_parser("train", help="train a stage (I: knowledge injection, II: task execution) from a recipe",
+                       description="One training loop for both stages; the recipe (YAML) says what trains, the "
+                                   "learning rate, epochs and data. Checkpoints are atomic and --resume is exact.",
+                       epilog=EXAMPLES["train"], formatter_class=fmt)
+    t.add_argument("recipe", help="recipe YAML (see configs/)")
+    t.add_argument("--stage", type=int, choices=[1, 2], help="override the recipe's stage")
+    t.add_argument("--data", help="dataset folder or manifest.jsonl (overrides data.manifest)")
+    t.add_argument("--out", help="run directory (overrides the recipe's out)")
+    t.add_argument("--init", help="stage-1 run directory that stage 2 continues")
+    t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides epochs)")
+    t.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint of --out")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe key, e.g. train.lr=5e-5 (repeatable)")
+    t.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     i = sub.add_parser("import-official", help="convert an official FUSAR-GPT checkpoint into a run directory",
                        description="Read vec64_film.pt (tensors only, never full unpickling) + tlm_config.json "
@@ -143,6 +164,31 @@ def _add_data(sub, fmt) -> None:
     b.add_argument("--shard", help="i/n: build every n-th image starting at i (array jobs), then --merge")
     b.add_argument("--merge", metavar="DS", help="join the shards of DS into manifest.jsonl and build.json")
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _train(args) -> int:
+    import yaml
+
+    from .config import load_recipe
+    from .train import resolve_paths, train
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if args.stage is not None:
+        overrides["stage"] = args.stage
+    if args.max_steps is not None:
+        overrides["train.max_steps"] = args.max_steps
+    recipe = resolve_paths(load_recipe(args.recipe, overrides), out=args.out, data=args.data, init=args.init)
+    summary = train(recipe, resume=args.resume, progress=not args.json)
+    loss = summary.get("loss", float("nan"))
+    print(json.dumps(summary) if args.json else
+          f"{summary['run']}: {summary['steps']}/{summary['total_steps']} steps, loss {loss:.4f}"
+          + (f", val loss {summary['val_loss']:.4f}" if "val_loss" in summary else ""))
+    return 0
 
 
 def _synth(args) -> int:
@@ -273,7 +319,8 @@ def _import_official(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": _demo, "synth": _synth, "build": _build, "aef": _aef, "import-official": _import_official}
+COMMANDS = {"demo": _demo, "synth": _synth, "build": _build, "train": _train, "aef": _aef,
+            "import-official": _import_official}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ def test_help_lists_exactly_the_working_commands(capsys):
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "examples:" in capsys.readouterr().out
-    assert set(COMMANDS) == {"demo", "synth", "build", "aef", "import-official"}
+    assert set(COMMANDS) == {"demo", "synth", "build", "train", "aef", "import-official"}
 
 
 def test_console_script_entry_point_runs():

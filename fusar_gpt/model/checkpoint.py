@@ -177,3 +177,54 @@ def export_official(tlm: TLM, out: str | Path, image_size: int = 504) -> Path:
            "image_size": image_size, "vec_dim": 64}
     (out / "tlm_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     return out
+
+
+# -------------------------------------------------------------------------------------- training checkpoints
+CHECKPOINTS = "checkpoints"
+
+
+def save_checkpoint(model, run_dir: str | Path, step: int, trainer_state: dict, keep: int = 2) -> Path:
+    """Write ``RUN/checkpoints/step-N/`` (TLM, adapter, trainer_state.pt) and refresh the run's top level.
+
+    The step directory is assembled under a temporary name and renamed into place, so a crash
+    leaves either the whole checkpoint or none of it; resume only ever reads complete ones.
+    """
+    run = Path(run_dir)
+    root = run / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}-", dir=root))
+    save_tlm(model.tlm, tmp)
+    save_adapter(model.backbone, tmp)
+    torch.save(trainer_state, tmp / "trainer_state.pt")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old)
+    _publish(final, run)
+    return final
+
+
+def _publish(ckpt: Path, run: Path) -> None:
+    """Copy the newest checkpoint to RUN/{tlm.*, adapter/, trainer_state.pt} (file by file, atomically)."""
+    for name in ("tlm.safetensors", "tlm.json", "trainer_state.pt"):
+        tmp = run / f".{name}.tmp"
+        shutil.copyfile(ckpt / name, tmp)
+        tmp.replace(run / name)
+    if (ckpt / "adapter").exists():
+        staged = run / ".adapter.tmp"
+        if staged.exists():
+            shutil.rmtree(staged)
+        shutil.copytree(ckpt / "adapter", staged)
+        old = run / ".adapter.old"
+        if (run / "adapter").exists():
+            (run / "adapter").rename(old)
+        staged.rename(run / "adapter")
+        if old.exists():
+            shutil.rmtree(old)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    steps = sorted(p for p in (Path(run_dir) / CHECKPOINTS).glob("step-*") if (p / "trainer_state.pt").exists())
+    return steps[-1] if steps else None

@@ -1,0 +1,261 @@
+"""Training recipes: typed dataclasses loaded from YAML, with one-line errors that name the key.
+
+A recipe is data, not code: the stage decides what trains, the learning rate, the epochs and the
+data mix. ``inherit: other.yaml`` starts from another recipe (paths relative to the file), so an
+ablation is a few lines on top of the recipe it changes. ``${VAR}`` in a string is read from the
+environment when the recipe is used, so one recipe serves every machine's weight location.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+STAGE_TRAINABLE = {1: "tlm+lora", 2: "lora"}
+TRAINABLE = ("tlm+lora", "tlm", "lora")
+STAGE_TASKS = {1: ("caption",), 2: ("count", "locate", "classify", "detect")}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    base: str | None = None               # local Qwen2.5-VL directory (from_pretrained); never copied
+    preset: str | None = None             # or a random backbone of this preset (tiny, small), saved in RUN/base
+    dtype: str = "float32"                # float32 | bfloat16
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TLMConfig:
+    fusion: str = "tlm"                   # tlm | sum | concat | none (the no-AEF ablation)
+    sigma: float = 2.0
+    hidden_mult: int = 4
+    missing: str = "null"                 # null | identity | error
+
+
+@dataclass
+class LoRAConfig:
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.05
+
+
+@dataclass
+class DataConfig:
+    manifest: str | None = None           # DATASET/manifest.jsonl or the dataset folder
+    tasks: list[str] | None = None        # default: captions for stage 1, the four tasks for stage 2
+    train_split: str | None = "train"
+    val_split: str | None = "val"
+    max_length: int | None = 2048
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    max_steps: int | None = None          # optimizer steps; overrides epochs
+    batch_size: int = 1                   # global batch per optimizer micro-step, split over processes
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    schedule: str = "cosine"              # cosine | linear | constant
+    max_grad_norm: float | None = 1.0
+    seed: int = 42
+    mixed_precision: str = "no"           # no | bf16
+    eval_every: int = 0                   # steps; 0 = only at the end
+    save_every: int = 0                   # steps; 0 = only at the end
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    tensorboard: bool = False
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    stage: int = 1
+    trainable: str | None = None          # default per stage: 1 -> tlm+lora, 2 -> lora
+    init: str | None = None               # stage-1 run directory that stage 2 continues
+    out: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tlm: TLMConfig = field(default_factory=TLMConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        check(self)
+
+    @property
+    def trains(self) -> str:
+        return self.trainable or STAGE_TRAINABLE[self.stage]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.data.tasks or STAGE_TASKS[self.stage])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise RecipeError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def check(r: Recipe) -> None:
+    """Cross-field rules that types alone cannot say."""
+    from .data.tasks import TASKS
+
+    _choice("stage", r.stage, (1, 2))
+    if r.trainable is not None:
+        _choice("trainable", r.trainable, TRAINABLE)
+    _choice("model.dtype", r.model.dtype, ("float32", "bfloat16"))
+    _choice("tlm.fusion", r.tlm.fusion, ("tlm", "sum", "concat", "none"))
+    _choice("tlm.missing", r.tlm.missing, ("null", "identity", "error"))
+    _choice("train.schedule", r.train.schedule, ("cosine", "linear", "constant"))
+    _choice("train.mixed_precision", r.train.mixed_precision, ("no", "bf16"))
+    if r.model.base is None and r.model.preset is None:
+        raise RecipeError("model: give base (a local Qwen2.5-VL directory) or preset (tiny, small)")
+    if r.model.preset is not None:
+        _choice("model.preset", r.model.preset, ("tiny", "small"))
+    for key, value in (("lora.r", r.lora.r), ("train.batch_size", r.train.batch_size),
+                       ("train.grad_accum", r.train.grad_accum), ("train.keep_checkpoints", r.train.keep_checkpoints),
+                       ("train.log_every", r.train.log_every)):
+        if value < 1:
+            raise RecipeError(f"{key}: must be >= 1, got {value}")
+    for key, value in (("train.lr", r.train.lr), ("train.epochs", r.train.epochs), ("tlm.sigma", r.tlm.sigma)):
+        if not value > 0:
+            raise RecipeError(f"{key}: must be > 0, got {value}")
+    if not 0 <= r.train.warmup_ratio < 1:
+        raise RecipeError(f"train.warmup_ratio: must be in [0, 1), got {r.train.warmup_ratio}")
+    if not 0 <= r.lora.dropout < 1:
+        raise RecipeError(f"lora.dropout: must be in [0, 1), got {r.lora.dropout}")
+    if r.train.max_steps is not None and r.train.max_steps < 1:
+        raise RecipeError(f"train.max_steps: must be >= 1, got {r.train.max_steps}")
+    for t in r.data.tasks or []:
+        _choice("data.tasks", t, TASKS)
+    if r.tlm.fusion == "none" and "tlm" in r.trains and r.trains != "tlm+lora":
+        raise RecipeError("trainable: 'tlm' with tlm.fusion 'none' trains nothing")
+
+
+def _build(cls, data, prefix: str):
+    if not isinstance(data, dict):
+        raise RecipeError(f"{prefix or 'recipe'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise RecipeError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, key: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{key}.")
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise RecipeError(f"{key}: may not be empty")
+    target = next((a for a in args if a is not type(None)), hint)
+    origin = typing.get_origin(target)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise RecipeError(f"{key}: expected a list, got {value!r}")
+        return [str(v) for v in value]
+    if target is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if target in (int, float):
+        if isinstance(value, bool):
+            raise RecipeError(f"{key}: expected a number, got {value!r}")
+        try:
+            out = target(value) if not isinstance(value, str) else target(float(value))
+        except (TypeError, ValueError):
+            raise RecipeError(f"{key}: expected a number, got {value!r}") from None
+        if target is int and float(value) != out:
+            raise RecipeError(f"{key}: expected an integer, got {value!r}")
+        return out
+    if target is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise RecipeError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read(path: Path, seen: tuple = ()) -> dict:
+    if path in seen:
+        raise RecipeError(f"inherit: {path} inherits itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise RecipeError(f"recipe {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {path}: expected a mapping at the top level")
+    parent = data.pop("inherit", None)
+    if parent:
+        data = _merge(_read((path.parent / parent).resolve(), seen + (path,)), data)
+    for key in ("init", "out"):  # paths in a recipe are relative to the recipe that set them
+        if isinstance(data.get(key), str) and not data[key].startswith(("/", "$")):
+            data[key] = str((path.parent / data[key]).resolve())
+    return data
+
+
+def load_recipe(path, overrides: dict | None = None) -> Recipe:
+    """Read a recipe (following ``inherit``), apply ``overrides`` (dotted keys), validate."""
+    data = _read(Path(path).resolve())
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"{dotted}: {p} is not a section")
+        node[last] = value
+    try:
+        return _build(Recipe, data, "")
+    except TypeError as err:
+        raise RecipeError(f"recipe {path}: {err}") from None
+
+
+def expand(value: str | None, key: str) -> str | None:
+    """``${VAR}`` from the environment; an unset variable is a one-line error naming the key."""
+    if value is None:
+        return None
+
+    def sub(m):
+        if m.group(1) not in os.environ:
+            raise RecipeError(f"{key}: environment variable {m.group(1)} is not set (it gives {value!r})")
+        return os.environ[m.group(1)]
+
+    return re.sub(r"\$\{(\w+)\}", sub, value)
+
+
+def save_recipe(recipe: Recipe, path) -> None:
+    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

@@ -1,0 +1,306 @@
+"""ONE training loop for both stages: the stage is data (what trains, lr, epochs, data mix).
+
+Runs unchanged from one CPU process to many GPUs under ``accelerate launch`` / ``torchrun``. The
+recipe's ``batch_size`` is the GLOBAL batch: every process takes its slice of the same batch, and
+the loss is a mean over the supervised tokens of the whole global batch, so N processes compute
+exactly what one process with the full batch would. Data order is a seeded permutation per epoch
+and the position is part of every checkpoint, which makes ``--resume`` exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Recipe, RecipeError, expand, save_recipe
+from .data.collate import IGNORE_INDEX, Collator
+from .data.dataset import ManifestDataset, load_manifest
+from .model.checkpoint import latest_checkpoint, load_adapter, load_tlm, safe_torch_load, save_checkpoint
+from .model.fusar import FusarGPT, add_lora, set_stage
+from .model.tlm import TLM
+
+
+def resolve_paths(recipe: Recipe, out: str | None = None, data: str | None = None, init: str | None = None) -> Recipe:
+    """Apply CLI paths and fill what the stage-1 run already knows (base weights, data)."""
+    recipe.out = out or recipe.out or f"runs/{recipe.name}"
+    recipe.init = expand(init or recipe.init, "init")
+    recipe.data.manifest = expand(data or recipe.data.manifest, "data.manifest")
+    if recipe.init:
+        first = Path(recipe.init) / "config.yaml"
+        if not first.exists():
+            raise RecipeError(f"init: {recipe.init} is not a run directory (no config.yaml)")
+        import yaml
+
+        prev = yaml.safe_load(first.read_text())
+        if recipe.model.base is None:
+            recipe.model.base, recipe.model.preset = prev["model"]["base"], None
+        recipe.data.manifest = recipe.data.manifest or prev["data"]["manifest"]
+    recipe.model.base = expand(recipe.model.base, "model.base")
+    if recipe.data.manifest is None:
+        raise RecipeError("data.manifest: no dataset given (recipe, --data, or the init run's)")
+    manifest = Path(recipe.data.manifest)
+    recipe.data.manifest = str((manifest / "manifest.jsonl") if manifest.is_dir() else manifest)
+    return recipe
+
+
+def _base_dir(recipe: Recipe) -> str:
+    """The base weights: a local directory, or (presets) a random backbone created once in RUN/base."""
+    from .model.backbone import DEFAULT_CORPUS, make_backbone
+
+    if recipe.model.base:
+        return recipe.model.base
+    base = Path(recipe.out) / "base"
+    if not (base / "config.json").exists():
+        records = load_manifest(recipe.data.manifest)
+        texts = list(DEFAULT_CORPUS) + [t for r in records[:4000] for t in (r["question"], r["answer"])]
+        make_backbone(recipe.model.preset, base, texts=texts, seed=recipe.train.seed)
+    recipe.model.base, recipe.model.preset = str(base.resolve()), None
+    return recipe.model.base
+
+
+def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
+    """Backbone + TLM (+ LoRA) with exactly the recipe's parameters trainable.
+
+    ``weights_from`` is a checkpoint to resume; otherwise a stage-2 recipe starts from its init run.
+    """
+    from .model.backbone import load_backbone
+
+    dtype = torch.bfloat16 if recipe.model.dtype == "bfloat16" else torch.float32
+    backbone, processor = load_backbone(_base_dir(recipe), dtype=dtype,
+                                        attn_implementation=recipe.model.attn_implementation)
+    hidden = backbone.config.text_config.hidden_size
+    source = weights_from or (Path(recipe.init) if recipe.init else None)
+    if source is not None and (source / "tlm.json").exists():
+        tlm = load_tlm(source)
+    else:
+        t = recipe.tlm
+        tlm = TLM(hidden, sigma=t.sigma, hidden_mult=t.hidden_mult, fusion=t.fusion, missing=t.missing)
+    model = FusarGPT(backbone, tlm.float(), processor)
+    if source is not None and (source / "adapter" / "adapter_config.json").exists():
+        model.backbone = load_adapter(backbone, source, trainable=True)
+    elif "lora" in recipe.trains:
+        add_lora(model, r=recipe.lora.r, alpha=recipe.lora.alpha, dropout=recipe.lora.dropout)
+    if recipe.model.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trains = recipe.trains
+    if "lora" in trains and not any("lora_" in n for n, _ in model.named_parameters()):
+        raise RecipeError("trainable: the recipe trains LoRA but the model has no adapter")
+    set_stage(model, 1 if "tlm" in trains else 2, trains if "tlm" in trains else "tlm+lora")
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # trainable tensors stay fp32 under a bf16 base
+    model.train()
+    return model
+
+
+class Batches:
+    """Global batches in a seeded per-epoch order; each process collates only its slice."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int):
+        if n < batch_size:
+            raise RecipeError(f"train.batch_size: {batch_size} is larger than the {n} training records")
+        if batch_size % world:
+            raise RecipeError(f"train.batch_size: {batch_size} does not split over {world} processes")
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.per_epoch = n // batch_size  # the incomplete last batch is dropped
+
+    def indices(self, micro: int) -> list[int]:
+        epoch, k = divmod(micro, self.per_epoch)
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + epoch))
+        batch = order[k * self.batch_size:(k + 1) * self.batch_size].tolist()
+        share = self.batch_size // self.world
+        return batch[self.rank * share:(self.rank + 1) * share]
+
+
+def token_loss(model, batch, accelerator) -> tuple[torch.Tensor, float, int]:
+    """(loss to backpropagate, global mean loss, global supervised tokens) for one micro-batch."""
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[:, :-1].float()
+    target = labels[:, 1:].to(logits.device)
+    loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+    n_local = (target != IGNORE_INDEX).sum()
+    stats = torch.stack([loss_sum.detach().float(), n_local.float()])
+    if accelerator.num_processes > 1:
+        stats = accelerator.reduce(stats, "sum")
+    n_global = max(float(stats[1]), 1.0)
+    # DDP averages gradients over processes; scaling by N / n_global makes that the global token mean
+    return loss_sum * accelerator.num_processes / n_global, float(stats[0]) / n_global, int(stats[1])
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
+    np.random.set_state((s["numpy"][0], s["numpy"][1].numpy().astype(np.uint32), *s["numpy"][2:]))
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train per the recipe into ``recipe.out``; returns the summary (also the last line of log.jsonl).
+
+    ``stop_after`` ends the run after that many optimizer steps as if interrupted (a checkpoint is
+    written); ``resume=True`` continues from the newest complete checkpoint, exactly.
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from transformers import get_scheduler
+
+    accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    run = Path(recipe.out)
+    ckpt = latest_checkpoint(run) if resume else None
+    if resume and ckpt is None:
+        raise RecipeError(f"--resume: {run} has no complete checkpoint to resume from")
+    if accelerator.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        _base_dir(recipe)
+    accelerator.wait_for_everyone()
+    _base_dir(recipe)
+    torch.manual_seed(recipe.train.seed)
+    model = build_model(recipe, weights_from=ckpt)
+    if accelerator.is_main_process:
+        save_recipe(recipe, run / "config.yaml")
+    t = recipe.train
+    data = ManifestDataset(recipe.data.manifest, split=recipe.data.train_split, tasks=recipe.tasks)
+    batches = Batches(len(data), t.batch_size, t.seed, accelerator.process_index, accelerator.num_processes)
+    steps_per_epoch = max(batches.per_epoch // t.grad_accum, 1)
+    total = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    schedule = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[t.schedule]
+    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=math.ceil(t.warmup_ratio * total),
+                              num_training_steps=total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    collate = Collator(model.processor if hasattr(model, "processor") else accelerator.unwrap_model(model).processor,
+                       max_length=recipe.data.max_length)
+    step = 0
+    if ckpt is not None:
+        state = safe_torch_load(ckpt / "trainer_state.pt")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        _set_rng_state(state["rng"])
+        _truncate_log(run / "log.jsonl", step, accelerator.is_main_process)
+    val = _val_data(recipe)
+    bar = None
+    if progress and accelerator.is_main_process:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=f"stage {recipe.stage}", unit="step")
+    last = {}
+    end = min(total, stop_after) if stop_after else total
+    while step < end:
+        t0, seen, tokens, loss_acc = time.perf_counter(), 0, 0, 0.0
+        for micro in range(t.grad_accum):
+            idx = batches.indices(step * t.grad_accum + micro)
+            batch = collate([data[i] for i in idx]).to(accelerator.device)
+            sync = micro == t.grad_accum - 1
+            ctx = accelerator.no_sync(model) if not sync and accelerator.num_processes > 1 else _null()
+            with ctx, accelerator.autocast():
+                loss, mean, n_tok = token_loss(model, batch, accelerator)
+                accelerator.backward(loss / t.grad_accum)
+            loss_acc += mean / t.grad_accum
+            seen += t.batch_size
+            tokens += n_tok
+        if t.max_grad_norm:
+            accelerator.clip_grad_norm_(params, t.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        dt = time.perf_counter() - t0
+        last = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": loss_acc,
+                "lr": scheduler.get_last_lr()[0], "samples_per_s": round(seen / dt, 3),
+                "tokens_per_s": round(tokens / dt, 1)}
+        if step % t.log_every == 0 or step == end:
+            _log(run / "log.jsonl", last, accelerator.is_main_process)
+        if bar is not None:
+            bar.update()
+            bar.set_postfix(loss=f"{loss_acc:.4f}", samples_s=f"{seen / dt:.2f}")
+        if val is not None and t.eval_every and step % t.eval_every == 0:
+            _log(run / "log.jsonl", {"step": step, "val_loss": evaluate_loss(model, val, collate, recipe,
+                                                                             accelerator)}, accelerator.is_main_process)
+        if (t.save_every and step % t.save_every == 0) or step == end:
+            _save(model, optimizer, scheduler, run, step, recipe, accelerator)
+    if bar is not None:
+        bar.close()
+    summary = dict(last)
+    if val is not None and step == total:
+        summary["val_loss"] = evaluate_loss(model, val, collate, recipe, accelerator)
+        _log(run / "log.jsonl", {"step": step, "val_loss": summary["val_loss"]}, accelerator.is_main_process)
+    summary.update(run=str(run), steps=step, total_steps=total, finished=step == total)
+    return summary
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _val_data(recipe: Recipe):
+    if not recipe.data.val_split:
+        return None
+    try:
+        data = ManifestDataset(recipe.data.manifest, split=recipe.data.val_split, tasks=recipe.tasks)
+    except ValueError:
+        return None  # no validation records for these tasks
+    return data if len(data) else None
+
+
+@torch.no_grad()
+def evaluate_loss(model, data, collate, recipe: Recipe, accelerator) -> float:
+    """Mean loss per supervised token over the validation split (every process takes its slice)."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    share = max(recipe.train.batch_size // accelerator.num_processes, 1)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for start in range(0, len(data), share * world):
+        idx = list(range(start + rank * share, min(start + (rank + 1) * share, len(data))))
+        if not idx:
+            idx = [len(data) - 1]  # keep collectives in step; this duplicate is weighted out below
+        batch = collate([data[i] for i in idx]).to(accelerator.device)
+        with accelerator.autocast():
+            _, mean, n = token_loss(model, batch, accelerator)
+        total, count = total + mean * n, count + n
+    model.train(was)
+    return total / max(count, 1)
+
+
+def _save(model, optimizer, scheduler, run: Path, step: int, recipe: Recipe, accelerator) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": _rng_state(), "recipe": recipe.name}
+        save_checkpoint(accelerator.unwrap_model(model), run, step, state, keep=recipe.train.keep_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def _log(path: Path, row: dict, main: bool) -> None:
+    if main:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def _truncate_log(path: Path, step: int, main: bool) -> None:
+    """Drop log lines after the resumed step: the resumed run writes them again."""
+    if main and path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))

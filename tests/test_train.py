@@ -1,0 +1,145 @@
+"""The training loop: what each stage trains (by tensor name), exact resume, 2-process equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fusar_gpt.config import RecipeError, load_recipe
+from fusar_gpt.geo.anchors import Anchors
+from fusar_gpt.train import build_model, resolve_paths, train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from fusar_gpt.data.build import BuildConfig, build
+    from fusar_gpt.data.synth import make_world
+
+    root = tmp_path_factory.mktemp("train-data")
+    os.environ["FUSAR_GPT_CACHE"] = str(root / "cache")
+    make_world(root / "world", scenes=12, seed=2, sites=4, tile_px=256, block_size=256)
+    build(BuildConfig(images=str(root / "world" / "images"), annotations=str(root / "world" / "annotations.json"),
+                      aef=str(root / "world" / "aef"), out=str(root / "ds"), frame=224, split_by="scene"),
+          progress=False)
+    # one training image with no valid anchor at all (open sea): the null prior must learn from it
+    first = next(json.loads(ln) for ln in (root / "ds" / "manifest.jsonl").read_text().splitlines()
+                 if json.loads(ln)["split"] == "train")
+    a = Anchors.load(root / "ds" / first["aef"])
+    Anchors(np.full_like(a.features, np.nan), a.positions, np.zeros_like(a.mask), a.lonlat, year=a.year).save(
+        root / "ds" / first["aef"])
+    return root / "ds"
+
+
+def _recipe(path, out, data, **overrides):
+    base = {"model.preset": "tiny", "train.log_every": 1, "data.max_length": 2048}
+    return resolve_paths(load_recipe(path, {**base, **overrides}), out=str(out), data=str(data))
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _changed(before, after) -> set[str]:
+    assert before.keys() == after.keys()
+    return {n for n in before if not torch.equal(before[n], after[n])}
+
+
+def _losses(run) -> dict[int, float]:
+    rows = [json.loads(ln) for ln in (Path(run) / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def test_stage1_then_stage2_train_exactly_the_right_tensors_and_the_loss_falls(dataset, tmp_path):
+    r1 = _recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "s1", dataset,
+                 **{"train.max_steps": 12, "train.batch_size": 4, "train.lr": 3e-3})
+    summary = train(r1, progress=False)
+    assert summary["finished"] and summary["steps"] == 12
+    losses = _losses(tmp_path / "s1")
+    assert np.mean([losses[s] for s in (11, 12)]) < np.mean([losses[s] for s in (1, 2)]) - 0.1
+    torch.manual_seed(r1.train.seed)
+    start = _params(build_model(r1))  # the same initialisation the run started from
+    after1 = _params(build_model(r1, weights_from=tmp_path / "s1"))
+    changed = _changed(start, after1)
+    tlm = {n for n in start if n.startswith("tlm.")}
+    lora = {n for n in start if "lora_" in n}
+    assert tlm and lora and "tlm.null_prior" in tlm
+    assert changed == tlm | lora
+
+    r2 = resolve_paths(load_recipe(CONFIGS / "tiny-cpu" / "stage2.yaml",
+                                   {"train.max_steps": 4, "train.batch_size": 4, "train.lr": 3e-3}),
+                       out=str(tmp_path / "s2"), init=str(tmp_path / "s1"))
+    assert r2.model.base == r1.model.base and r2.data.manifest == r1.data.manifest  # taken from the stage-1 run
+    train(r2, progress=False)
+    after2 = _params(build_model(r2, weights_from=tmp_path / "s2"))
+    assert _changed(after1, after2) == lora
+    cfg = (tmp_path / "s2" / "config.yaml").read_text()
+    assert "stage: 2" in cfg and str(tmp_path / "s1") in cfg
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(dataset, tmp_path):
+    args = {"train.max_steps": 6, "train.batch_size": 2, "train.save_every": 3, "train.lr": 2e-3}
+    train(_recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "full", dataset, **args), progress=False)
+    stopped = train(_recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "cut", dataset, **args),
+                    progress=False, stop_after=3)
+    assert stopped["steps"] == 3 and not stopped["finished"]
+    resumed = train(_recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "cut", dataset, **args),
+                    progress=False, resume=True)
+    assert resumed["finished"]
+    full, cut = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    assert sorted(cut) == list(range(1, 7))  # the log holds each step once
+    for step in (4, 5, 6):
+        assert abs(full[step] - cut[step]) <= 1e-6, (step, full[step], cut[step])
+    assert (tmp_path / "cut" / "checkpoints" / "step-00000006").exists()
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(dataset, tmp_path):
+    with pytest.raises(RecipeError, match="no complete checkpoint"):
+        train(_recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "none", dataset), progress=False, resume=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_doubled_batch(dataset, tmp_path):
+    sets = ["--set", "model.preset=tiny", "--set", "lora.dropout=0", "--set", "train.batch_size=4",
+            "--set", "train.lr=3e-3", "--set", "data.val_split=null", "--set", "train.log_every=1",
+            "--max-steps", "3", "--json"]
+    common = [str(CONFIGS / "tiny-cpu" / "stage1.yaml"), "--data", str(dataset)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = tmp_path / "one"
+    subprocess.run([sys.executable, "-m", "fusar_gpt", "train", *common, "--out", str(one), *sets],
+                   env=env, check=True, capture_output=True)
+    two = tmp_path / "two"
+    (two).mkdir()
+    # the same random base weights for both runs
+    import shutil
+
+    shutil.copytree(one / "base", two / "base")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(_free_port()), "-m", "fusar_gpt", "train", *common, "--out", str(two),
+                          *sets, "--set", f"model.base={two / 'base'}"],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    l1, l2 = _losses(one), _losses(two)
+    assert sorted(l1) == sorted(l2) == [1, 2, 3]
+    for s in (1, 2, 3):
+        assert abs(l1[s] - l2[s]) < 1e-4, (s, l1[s], l2[s])
+    from safetensors.torch import load_file
+
+    w1, w2 = load_file(str(one / "tlm.safetensors")), load_file(str(two / "tlm.safetensors"))
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=1e-4)
