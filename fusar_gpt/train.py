@@ -88,7 +88,13 @@ def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
     elif "lora" in recipe.trains:
         add_lora(model, r=recipe.lora.r, alpha=recipe.lora.alpha, dropout=recipe.lora.dropout)
     if recipe.model.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        for cfg in (backbone.config, backbone.config.text_config):
+            cfg.use_cache = False  # a cache is useless in training and incompatible with recomputation
+        if hasattr(model.backbone, "activation_checkpointing_enable"):  # the transformers 5.x name
+            model.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     trains = recipe.trains
     if "lora" in trains and not any("lora_" in n for n, _ in model.named_parameters()):
         raise RecipeError("trainable: the recipe trains LoRA but the model has no adapter")
@@ -157,8 +163,12 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     written); ``resume=True`` continues from the newest complete checkpoint, exactly.
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
     from transformers import get_scheduler
 
+    # one process may train several runs (the demo, notebooks): each gets its own precision settings;
+    # the process group itself (PartialState) is kept
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     run = Path(recipe.out)
@@ -196,6 +206,7 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
         _set_rng_state(state["rng"])
         _truncate_log(run / "log.jsonl", step, accelerator.is_main_process)
     val = _val_data(recipe)
+    board = _tensorboard(run, recipe) if accelerator.is_main_process else None
     bar = None
     if progress and accelerator.is_main_process:
         from tqdm import tqdm
@@ -227,13 +238,13 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
                 "lr": scheduler.get_last_lr()[0], "samples_per_s": round(seen / dt, 3),
                 "tokens_per_s": round(tokens / dt, 1)}
         if step % t.log_every == 0 or step == end:
-            _log(run / "log.jsonl", last, accelerator.is_main_process)
+            _log(run / "log.jsonl", last, accelerator.is_main_process, board)
         if bar is not None:
             bar.update()
             bar.set_postfix(loss=f"{loss_acc:.4f}", samples_s=f"{seen / dt:.2f}")
         if val is not None and t.eval_every and step % t.eval_every == 0:
-            _log(run / "log.jsonl", {"step": step, "val_loss": evaluate_loss(model, val, collate, recipe,
-                                                                             accelerator)}, accelerator.is_main_process)
+            _log(run / "log.jsonl", {"step": step, "val_loss": evaluate_loss(model, val, collate, recipe, accelerator)},
+                 accelerator.is_main_process, board)
         if (t.save_every and step % t.save_every == 0) or step == end:
             _save(model, optimizer, scheduler, run, step, recipe, accelerator)
     if bar is not None:
@@ -241,7 +252,9 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     summary = dict(last)
     if val is not None and step == total:
         summary["val_loss"] = evaluate_loss(model, val, collate, recipe, accelerator)
-        _log(run / "log.jsonl", {"step": step, "val_loss": summary["val_loss"]}, accelerator.is_main_process)
+        _log(run / "log.jsonl", {"step": step, "val_loss": summary["val_loss"]}, accelerator.is_main_process, board)
+    if board is not None:
+        board.close()
     summary.update(run=str(run), steps=step, total_steps=total, finished=step == total)
     return summary
 
@@ -293,10 +306,24 @@ def _save(model, optimizer, scheduler, run: Path, step: int, recipe: Recipe, acc
     accelerator.wait_for_everyone()
 
 
-def _log(path: Path, row: dict, main: bool) -> None:
+def _tensorboard(run: Path, recipe: Recipe):
+    if not recipe.train.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise RecipeError("train.tensorboard: needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(str(run / "tensorboard"))
+
+
+def _log(path: Path, row: dict, main: bool, board=None) -> None:
     if main:
         with open(path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
+        if board is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch"):
+                    board.add_scalar(key, value, row["step"])
 
 
 def _truncate_log(path: Path, step: int, main: bool) -> None:

@@ -143,3 +143,36 @@ def test_two_processes_match_one_process_with_the_doubled_batch(dataset, tmp_pat
     w1, w2 = load_file(str(one / "tlm.safetensors")), load_file(str(two / "tlm.safetensors"))
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=1e-4)
+
+
+def test_accumulation_bf16_checkpointing_linear_schedule_and_validation_run(dataset, tmp_path):
+    r = _recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "opts", dataset,
+                **{"train.max_steps": 3, "train.batch_size": 2, "train.grad_accum": 2, "train.mixed_precision": "bf16",
+                   "model.gradient_checkpointing": True, "train.schedule": "linear", "train.eval_every": 2,
+                   "train.warmup_ratio": 0.3})
+    summary = train(r, progress=False)
+    rows = [json.loads(ln) for ln in (tmp_path / "opts" / "log.jsonl").read_text().splitlines()]
+    steps = [row for row in rows if "loss" in row]
+    assert [row["step"] for row in steps] == [1, 2, 3] and all(np.isfinite(row["loss"]) for row in steps)
+    assert [row["step"] for row in rows if "val_loss" in row] == [2, 3] and np.isfinite(summary["val_loss"])
+    # linear schedule with one warm-up step: the lr rises, then decays to zero at the last step
+    assert steps[0]["lr"] == pytest.approx(r.train.lr) and steps[1]["lr"] == pytest.approx(r.train.lr / 2)
+    assert steps[2]["lr"] == 0.0
+    assert all(row["samples_per_s"] > 0 and row["tokens_per_s"] > 0 for row in steps)
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(dataset, tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name == "torch.utils.tensorboard":
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    r = _recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "tb", dataset,
+                **{"train.max_steps": 1, "train.tensorboard": True})
+    with pytest.raises(RecipeError, match="train.tensorboard"):
+        train(r, progress=False)
