@@ -151,7 +151,7 @@ def check(r: Recipe) -> None:
 
 def _build(cls, data, prefix: str):
     if not isinstance(data, dict):
-        raise RecipeError(f"{prefix or 'recipe'}: expected a mapping, got {type(data).__name__}")
+        raise RecipeError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

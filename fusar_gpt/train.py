@@ -170,7 +170,9 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     # the process group itself (PartialState) is kept
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
+                              gradient_accumulation_steps=recipe.train.grad_accum,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    _configure_deepspeed(accelerator, recipe)
     run = Path(recipe.out)
     ckpt = latest_checkpoint(run) if resume else None
     if resume and ckpt is None:
@@ -200,7 +202,8 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     step = 0
     if ckpt is not None:
         state = safe_torch_load(ckpt / "trainer_state.pt")
-        optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None and not _sharded(accelerator):
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
         _set_rng_state(state["rng"])
@@ -219,16 +222,16 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
         for micro in range(t.grad_accum):
             idx = batches.indices(step * t.grad_accum + micro)
             batch = collate([data[i] for i in idx]).to(accelerator.device)
-            sync = micro == t.grad_accum - 1
-            ctx = accelerator.no_sync(model) if not sync and accelerator.num_processes > 1 else _null()
-            with ctx, accelerator.autocast():
+            # accumulate() skips the gradient all-reduce until the last micro-batch; backward() divides
+            # the loss by grad_accum (and under DeepSpeed steps the engine at the boundary)
+            with accelerator.accumulate(model), accelerator.autocast():
                 loss, mean, n_tok = token_loss(model, batch, accelerator)
-                accelerator.backward(loss / t.grad_accum)
+                accelerator.backward(loss)
             loss_acc += mean / t.grad_accum
             seen += t.batch_size
             tokens += n_tok
         if t.max_grad_norm:
-            accelerator.clip_grad_norm_(params, t.max_grad_norm)
+            accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -259,12 +262,23 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     return summary
 
 
-class _null:
-    def __enter__(self):
-        return self
+def _sharded(accelerator) -> bool:
+    from accelerate.utils import DistributedType
 
-    def __exit__(self, *exc):
-        return False
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def _configure_deepspeed(accelerator, recipe: Recipe) -> None:
+    """DeepSpeed needs its micro-batch, accumulation and clipping up front (there is no prepared loader)."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    t = recipe.train
+    cfg = plugin.deepspeed_config
+    cfg["train_micro_batch_size_per_gpu"] = t.batch_size // accelerator.num_processes
+    cfg["gradient_accumulation_steps"] = t.grad_accum
+    cfg["train_batch_size"] = t.batch_size * t.grad_accum
+    cfg["gradient_clipping"] = float(t.max_grad_norm or 0.0)
 
 
 def _val_data(recipe: Recipe):
@@ -298,11 +312,17 @@ def evaluate_loss(model, data, collate, recipe: Recipe, accelerator) -> float:
 
 
 def _save(model, optimizer, scheduler, run: Path, step: int, recipe: Recipe, accelerator) -> None:
+    """Checkpoint from the main process. Under FSDP/DeepSpeed the full weights are gathered first
+    (a collective: every process joins) and the sharded optimizer state is not kept, so a resumed
+    sharded run restarts the Adam moments; single-process and DDP resume exactly."""
     accelerator.wait_for_everyone()
+    sharded = _sharded(accelerator)
+    full = accelerator.get_state_dict(model) if sharded else None
     if accelerator.is_main_process:
-        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": _rng_state(), "recipe": recipe.name}
-        save_checkpoint(accelerator.unwrap_model(model), run, step, state, keep=recipe.train.keep_checkpoints)
+        state = {"step": step, "optimizer": None if sharded else optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "rng": _rng_state(), "recipe": recipe.name}
+        save_checkpoint(accelerator.unwrap_model(model), run, step, state, keep=recipe.train.keep_checkpoints,
+                        state_dict=full)
     accelerator.wait_for_everyone()
 
 

@@ -146,3 +146,27 @@ def test_load_tlm_refuses_foreign_formats(tmp_path):
         load_tlm(tmp_path)
     with pytest.raises(CheckpointError, match="holds no TLM"):
         load_tlm(tmp_path / "nothing")
+
+
+def test_checkpoint_from_a_gathered_state_dict_equals_the_module_path(tiny, tmp_path):
+    """FSDP saves from a gathered full state dict; the files must match the plain path's."""
+    from safetensors.torch import load_file
+
+    from fusar_gpt.model.checkpoint import latest_checkpoint, save_checkpoint
+    from fusar_gpt.model.fusar import FusarGPT, add_lora
+
+    backbone, proc = tiny
+    import copy
+
+    model = add_lora(FusarGPT(copy.deepcopy(backbone), TLM(backbone.config.text_config.hidden_size), proc))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n or n.startswith("tlm."):
+                p.add_(0.01 * torch.randn_like(p))
+    a = save_checkpoint(model, tmp_path / "a", 3, {"step": 3})
+    b = save_checkpoint(model, tmp_path / "b", 3, {"step": 3}, state_dict=model.state_dict())
+    assert latest_checkpoint(tmp_path / "b") == b
+    for name in ("tlm.safetensors", "adapter/adapter_model.safetensors"):
+        ta, tb = load_file(str(a / name)), load_file(str(b / name))
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert (tmp_path / "b" / "adapter" / "adapter_config.json").exists() and (tmp_path / "b" / "tlm.json").exists()

@@ -183,19 +183,29 @@ def export_official(tlm: TLM, out: str | Path, image_size: int = 504) -> Path:
 CHECKPOINTS = "checkpoints"
 
 
-def save_checkpoint(model, run_dir: str | Path, step: int, trainer_state: dict, keep: int = 2) -> Path:
+def save_checkpoint(model, run_dir: str | Path, step: int, trainer_state: dict, keep: int = 2,
+                    state_dict: dict | None = None) -> Path:
     """Write ``RUN/checkpoints/step-N/`` (TLM, adapter, trainer_state.pt) and refresh the run's top level.
 
     The step directory is assembled under a temporary name and renamed into place, so a crash
     leaves either the whole checkpoint or none of it; resume only ever reads complete ones.
+    ``state_dict`` is the model's full state when the live module holds only shards (FSDP).
     """
     run = Path(run_dir)
     root = run / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}-", dir=root))
-    save_tlm(model.tlm, tmp)
-    save_adapter(model.backbone, tmp)
+    if state_dict is None:
+        save_tlm(model.tlm, tmp)
+        save_adapter(model.backbone, tmp)
+    else:
+        tlm = TLM(**model.tlm.config())
+        tlm.load_state_dict({k[4:]: v for k, v in state_dict.items() if k.startswith("tlm.")})
+        save_tlm(tlm, tmp)
+        if hasattr(model.backbone, "peft_config"):
+            model.backbone.save_pretrained(str(tmp / "adapter"), state_dict={
+                k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")})
     torch.save(trainer_state, tmp / "trainer_state.pt")
     if final.exists():
         shutil.rmtree(final)
