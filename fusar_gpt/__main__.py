@@ -11,9 +11,9 @@ from . import __version__
 
 EXAMPLES = {
     "demo": """examples:
-  fusar-gpt demo                      # build the small backbone, attach TLM, answer one question
-  fusar-gpt demo --json               # the same, machine-readable
-  fusar-gpt demo --keep runs/smoke    # keep the generated backbone directory""",
+  fusar-gpt demo                          # ~10-15 min on 2 cores; report in runs/demo/compare/compare.md
+  fusar-gpt demo --out /tmp/demo --json
+  fusar-gpt demo --quick                  # the same path in about a minute (numbers meaningless)""",
     "aef": """examples:
   fusar-gpt aef index /data/aef                         # list years/zones/tiles (scans headers once, cached)
   fusar-gpt aef index /data/aef --write csv             # also write ROOT/aef_index.csv in the official layout
@@ -37,6 +37,14 @@ EXAMPLES = {
   fusar-gpt train configs/tiny-cpu/stage1.yaml --set train.lr=5e-5 --set train.batch_size=4
   accelerate launch --config_file configs/accelerate/ddp.yaml -m fusar_gpt train \\
       configs/qwen2.5-vl-7b/stage1.yaml --data ds/ --out runs/7b-s1                # several GPUs""",
+    "score": """examples:
+  fusar-gpt score --predictions preds.jsonl --manifest ds/manifest.jsonl --split test
+  fusar-gpt score --predictions preds.jsonl --manifest ds/manifest.jsonl --json   # one JSON object""",
+    "eval": """examples:
+  fusar-gpt eval --run runs/s2 --manifest ds/manifest.jsonl              # test split -> RUN/report.md
+  fusar-gpt eval --run runs/s2 --manifest ds/ --split val --batch-size 16 --out reports/val""",
+    "compare": """examples:
+  fusar-gpt compare runs/fusar-s2 runs/no-aef-s2 runs/sum-s2 --out reports/ablations""",
     "import-official": """examples:
   fusar-gpt import-official checkpoints/stage2/detection --out runs/official-det
   fusar-gpt import-official old_ckpt --out runs/legacy --sigma 2   # legacy dir without tlm_config.json""",
@@ -55,14 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"fusar-gpt {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="smoke pipeline: small backbone + TLM answers one question (random weights)",
-                       description="Build the small Qwen2.5-VL backbone, save and reload it, attach a TLM and answer "
-                                   "a question about a generated SAR-like image with generated AEF-like anchors.",
+    d = sub.add_parser("demo", help="the whole pipeline on a synthetic world: FUSAR-GPT vs no-AEF, scored",
+                       description="Synthesise a world, build the dataset, train FUSAR-GPT (stage I + II) and the "
+                                   "no-AEF baseline on the small preset, evaluate both on the test split and compare "
+                                   "them with paired 95%% intervals and a majority-answer baseline (~10-15 min on "
+                                   "2 CPU cores). Re-running reuses finished steps.",
                        epilog=EXAMPLES["demo"], formatter_class=fmt)
-    d.add_argument("--preset", default="small", choices=["tiny", "small"], help="backbone size (default: small)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--keep", metavar="DIR", help="write the backbone here instead of a temporary directory")
-    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
+    d.add_argument("--quick", action="store_true", help="a tiny version for tests (~1 min, results meaningless)")
+    d.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     _add_aef(sub, fmt)
     _add_data(sub, fmt)
@@ -80,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe key, e.g. train.lr=5e-5 (repeatable)")
     t.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    _add_scoring(sub, fmt)
 
     i = sub.add_parser("import-official", help="convert an official FUSAR-GPT checkpoint into a run directory",
                        description="Read vec64_film.pt (tensors only, never full unpickling) + tlm_config.json "
@@ -164,6 +175,82 @@ def _add_data(sub, fmt) -> None:
     b.add_argument("--shard", help="i/n: build every n-th image starting at i (array jobs), then --merge")
     b.add_argument("--merge", metavar="DS", help="join the shards of DS into manifest.jsonl and build.json")
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _add_scoring(sub, fmt) -> None:
+    sc = sub.add_parser("score", help="score a predictions JSONL against a manifest (no model needed)",
+                        description="Metrics of DESIGN.md §3 with 95%% bootstrap intervals. Predictions are "
+                                    "{\"id\", \"answer\"} lines; records without a prediction count as wrong.",
+                        epilog=EXAMPLES["score"], formatter_class=fmt)
+    sc.add_argument("--predictions", required=True, help="JSONL of {id, answer}")
+    sc.add_argument("--manifest", required=True, help="manifest.jsonl (or the dataset folder)")
+    sc.add_argument("--split", help="score only this split (default: every record that has a prediction)")
+    sc.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+    ev = sub.add_parser("eval", help="generate answers with a trained run, then score and write a report",
+                        description="Batched greedy generation on a manifest split; writes predictions.jsonl, "
+                                    "metrics.json and report.md (with plots) next to each other.",
+                        epilog=EXAMPLES["eval"], formatter_class=fmt)
+    ev.add_argument("--run", required=True, help="run directory (after stage II)")
+    ev.add_argument("--manifest", required=True, help="manifest.jsonl or the dataset folder")
+    ev.add_argument("--split", default="test", help="split to evaluate (default test)")
+    ev.add_argument("--tasks", help="comma list of tasks (default: all in the split)")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--limit", type=int, help="only the first N records (quick checks)")
+    ev.add_argument("--out", help="output folder (default: the run directory)")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    cp = sub.add_parser("compare", help="ablation table across evaluated runs, paired differences vs the first",
+                        epilog=EXAMPLES["compare"], formatter_class=fmt)
+    cp.add_argument("runs", nargs="+", help="evaluated run directories (each with metrics.json, predictions.jsonl)")
+    cp.add_argument("--names", help="comma list of names for the table (default: folder names)")
+    cp.add_argument("--out", default=".", help="where compare.md and compare.png go (default: here)")
+    cp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
+def _manifest_path(path: str) -> str:
+    from pathlib import Path
+
+    p = Path(path)
+    return str(p / "manifest.jsonl") if p.is_dir() else str(p)
+
+
+def _score(args) -> int:
+    from .data.dataset import load_manifest
+    from .report import metrics_table
+    from .scoring import read_predictions, score
+
+    preds = read_predictions(args.predictions)
+    records = load_manifest(_manifest_path(args.manifest), split=args.split)
+    if args.split is None:
+        records = [r for r in records if str(r["id"]) in preds] or records
+    metrics = score(records, preds)
+    print(json.dumps(metrics) if args.json else metrics_table(["predictions"], [metrics]))
+    return 0
+
+
+def _eval(args) -> int:
+    from .evaluate import evaluate_run
+    from .report import metrics_table
+
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+    result = evaluate_run(args.run, _manifest_path(args.manifest), split=args.split, tasks=tasks,
+                          batch_size=args.batch_size, out=args.out, progress=not args.json, limit=args.limit)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(metrics_table(["model"], [result["metrics"]], baseline=result["majority_baseline"]))
+        print(f"report: {args.out or args.run}/report.md")
+    return 0
+
+
+def _compare(args) -> int:
+    from .evaluate import compare_runs
+
+    names = args.names.split(",") if args.names else None
+    result = compare_runs(args.runs, out=args.out, names=names)
+    print(json.dumps(result) if args.json else result["table"] + f"\nreport: {result['report']}")
+    return 0
 
 
 def _train(args) -> int:
@@ -299,10 +386,10 @@ def _aef(args) -> int:
 
 
 def _demo(args) -> int:
-    from .demo import format_report, run_smoke
+    from .demo import format_summary, run_demo
 
-    report = run_smoke(args.keep, preset=args.preset, seed=args.seed)
-    print(json.dumps(report) if args.json else format_report(report))
+    summary = run_demo(args.out, quick=args.quick, progress=not args.json)
+    print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 
 
@@ -319,8 +406,8 @@ def _import_official(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": _demo, "synth": _synth, "build": _build, "train": _train, "aef": _aef,
-            "import-official": _import_official}
+COMMANDS = {"demo": _demo, "synth": _synth, "build": _build, "train": _train, "eval": _eval, "score": _score,
+            "compare": _compare, "aef": _aef, "import-official": _import_official}
 
 
 def main(argv: list[str] | None = None) -> int:

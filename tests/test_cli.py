@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ def test_help_lists_exactly_the_working_commands(capsys):
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "examples:" in capsys.readouterr().out
-    assert set(COMMANDS) == {"demo", "synth", "build", "train", "aef", "import-official"}
+    assert set(COMMANDS) == {"demo", "synth", "build", "train", "eval", "score", "compare", "aef", "import-official"}
 
 
 def test_console_script_entry_point_runs():
@@ -44,11 +45,56 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert err.startswith("fusar-gpt import-official: error:") and "\n" not in err
 
 
-def test_demo_smoke_pipeline_answers(tmp_path, capsys):
-    assert main(["demo", "--preset", "tiny", "--json", "--keep", str(tmp_path)]) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["valid_anchors"] == 32 and report["anchors"] == 64
-    assert isinstance(report["answer"], str) and (tmp_path / "backbone-tiny" / "config.json").exists()
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """The whole demo path (synth, build, 2 x 2 stages, eval, compare) at toy scale, through the CLI."""
+    import io
+    from contextlib import redirect_stdout
+
+    out = tmp_path_factory.mktemp("demo")
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["demo", "--quick", "--out", str(out), "--json"]) == 0
+    return out, json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+def test_quick_demo_runs_the_whole_pipeline(quick_demo):
+    out, summary = quick_demo
+    lines = (out / "dataset" / "manifest.jsonl").read_text().splitlines()
+    n_test = sum(json.loads(ln)["split"] == "test" for ln in lines)
+    assert "majority baseline" in summary["table"] and "fusar-gpt" in summary["table"]
+    assert summary["findings"] and all(isinstance(f, str) for f in summary["findings"])
+    for name in ("fusar-gpt", "no-aef"):
+        for stage in ("stage1", "stage2"):
+            assert (out / name / stage / "tlm.json").exists() and (out / name / stage / "log.jsonl").exists()
+        ev = out / name / "eval"
+        assert (ev / "predictions.jsonl").exists() and (ev / "report.md").exists() and (ev / "bars.png").exists()
+        metrics = json.loads((ev / "metrics.json").read_text())
+        assert metrics["n"] == min(24, n_test) > 0 and metrics["majority_baseline"]
+    compare = Path(summary["report"]).read_text()
+    assert "no-aef" in compare and "Δ" in compare and (out / "compare" / "compare.png").exists()
+    assert json.loads((out / "no-aef" / "stage1" / "tlm.json").read_text())["fusion"] == "none"
+
+
+def test_score_and_compare_commands_on_the_demo_runs(quick_demo, tmp_path, capsys):
+    out, _ = quick_demo
+    manifest = out / "dataset" / "manifest.jsonl"
+    truth = [json.loads(ln) for ln in manifest.read_text().splitlines()]
+    test = [r for r in truth if r["split"] == "test"]
+    perfect = tmp_path / "perfect.jsonl"
+    perfect.write_text("".join(json.dumps({"id": r["id"], "answer": r["answer"]}) + "\n" for r in test))
+    assert main(["score", "--predictions", str(perfect), "--manifest", str(out / "dataset"), "--split", "test",
+                 "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) == {r["task"] for r in test}
+    assert metrics["count"]["acc"] == 1.0 and metrics["locate"]["acc100"] == 1.0 and metrics["classify"]["acc"] == 1.0
+    assert metrics["detect"]["f1@0.5"] == 1.0 and metrics["caption"]["bleu4"] == pytest.approx(1.0)
+    assert set(metrics["count"]) == {"n", "acc", "acc_ci", "mae", "mae_ci", "acc_within1", "acc_within1_ci"}
+    assert main(["compare", str(out / "fusar-gpt" / "eval"), str(out / "no-aef" / "eval"), "--out",
+                 str(tmp_path / "cmp"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["names"] == ["eval", "eval"] and (tmp_path / "cmp" / "compare.md").exists()
+    assert main(["compare", str(out / "fusar-gpt"), "--out", str(tmp_path / "x")]) == 2  # not an evaluated dir
 
 
 def _aef_world(root):

@@ -1,0 +1,157 @@
+"""Evaluate a trained run: batched generation over a manifest split, then the scorer and the report.
+
+The scorer (``scoring.py``) needs only predictions and the manifest, so any model's answers can be
+scored the same way; this module produces our model's answers. Generation is greedy and batched
+(left-padded prompts), and answers are grouped by task so that each batch stops at that task's
+answer length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+# enough for the canonical answers of each task (captions and box lists are the long ones)
+MAX_NEW_TOKENS = {"count": 8, "locate": 32, "classify": 12, "detect": 160, "caption": 192}
+
+
+def load_run(run, device: str = "cpu"):
+    """The FusarGPT of a run directory: base weights by path, TLM and adapter from the run, eval mode."""
+    import yaml
+
+    from .model.backbone import load_backbone
+    from .model.checkpoint import load_adapter, load_tlm
+    from .model.fusar import FusarGPT
+
+    run = Path(run)
+    cfg_path = run / "config.yaml"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{run} is not a run directory (no config.yaml)")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    backbone, processor = load_backbone(cfg["model"]["base"], attn_implementation=cfg["model"].get(
+        "attn_implementation"))
+    if (run / "adapter" / "adapter_config.json").exists():
+        backbone = load_adapter(backbone, run)
+    model = FusarGPT(backbone, load_tlm(run), processor).to(device).eval()
+    return model, cfg
+
+
+@torch.no_grad()
+def predict(model, records: Sequence[dict], *, batch_size: int = 8, progress: bool = True,
+            max_new_tokens: dict | None = None) -> dict[str, str]:
+    """Greedy answers for manifest records (as returned by ``load_manifest``): {id: answer}."""
+    from .data.collate import Collator
+    from .data.dataset import ManifestDataset
+
+    limits = {**MAX_NEW_TOKENS, **(max_new_tokens or {})}
+    data = ManifestDataset(list(records))
+    collate = Collator(model.processor, train=False)
+    order = sorted(range(len(records)), key=lambda i: (str(records[i].get("task")), i))
+    chunks = []
+    for i in order:
+        if chunks and len(chunks[-1]) < batch_size and records[chunks[-1][0]].get("task") == records[i].get("task"):
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(records), desc="generating", unit="answer")
+    device = next(model.parameters()).device
+    out: dict[str, str] = {}
+    for chunk in chunks:
+        batch = collate([data[i] for i in chunk]).to(device)
+        limit = limits.get(records[chunk[0]].get("task"), 64)
+        tokens = model.generate(**batch, max_new_tokens=limit, do_sample=False)
+        new = tokens[:, batch["input_ids"].shape[1]:]
+        for i, text in zip(chunk, model.processor.batch_decode(new, skip_special_tokens=True)):
+            out[str(records[i]["id"])] = text.strip()
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def write_predictions(path, predictions: dict[str, str]) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps({"id": k, "answer": v}) + "\n" for k, v in predictions.items()))
+    tmp.replace(path)
+
+
+def evaluate_run(run, manifest, *, split: str | None = "test", tasks: Sequence[str] | None = None,
+                 batch_size: int = 8, out=None, progress: bool = True, baseline_split: str | None = "train",
+                 n_boot: int = 1000, limit: int | None = None) -> dict:
+    """Generate on ``split``, score, and write predictions.jsonl, metrics.json and report.md into ``out``
+    (default: the run directory). The majority-answer baseline comes from ``baseline_split``."""
+    from .data.dataset import load_manifest
+    from .report import write_report
+    from .scoring import majority_predictions, score
+
+    records = load_manifest(manifest, split=split, tasks=tasks)
+    if limit:
+        records = records[:limit]
+    if not records:
+        raise ValueError(f"{manifest}: no records for split {split!r} and tasks {tasks}")
+    out = Path(out or run)
+    out.mkdir(parents=True, exist_ok=True)
+    model, _ = load_run(run)
+    predictions = predict(model, records, batch_size=batch_size, progress=progress)
+    write_predictions(out / "predictions.jsonl", predictions)
+    metrics = score(records, predictions, n_boot=n_boot)
+    baseline = None
+    if baseline_split:
+        train = load_manifest(manifest, split=baseline_split, tasks=tasks)
+        if train:
+            baseline = score(records, majority_predictions(train, records), n_boot=n_boot)
+    result = {"run": str(run), "manifest": str(manifest), "split": split, "n": len(records), "metrics": metrics,
+              "majority_baseline": baseline}
+    tmp = out / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out / "metrics.json")
+    write_report(out, metrics, title=f"Evaluation of {Path(run).name} on {split}", records=records,
+                 predictions=predictions, baseline=baseline)
+    return result
+
+
+def compare_runs(runs: Sequence, *, out=".", names: Sequence[str] | None = None, title: str = "Ablation",
+                 notes: Sequence[str] = ()) -> dict:
+    """Ablation table across evaluated runs with paired differences against the first run.
+
+    Every run must have been evaluated on the same manifest and split: paired differences are
+    only meaningful on the same records.
+    """
+    from .data.dataset import load_manifest
+    from .report import metrics_table, write_comparison
+    from .scoring import paired, read_predictions
+
+    runs = [Path(r) for r in runs]
+    names = list(names) if names else [r.name for r in runs]
+    if len(names) != len(runs):
+        raise ValueError(f"{len(names)} names for {len(runs)} runs")
+    results = []
+    for r in runs:
+        if not (r / "metrics.json").exists() or not (r / "predictions.jsonl").exists():
+            raise FileNotFoundError(f"{r} has no metrics.json + predictions.jsonl: run 'fusar-gpt eval' first")
+        results.append(json.loads((r / "metrics.json").read_text()))
+    first = results[0]
+    for r, res in zip(runs[1:], results[1:]):
+        if (res["manifest"], res["split"]) != (first["manifest"], first["split"]):
+            raise ValueError(f"{r} was evaluated on {res['manifest']} ({res['split']}), not on the first run's "
+                             f"{first['manifest']} ({first['split']})")
+    records = load_manifest(first["manifest"], split=first["split"])
+    preds = [read_predictions(r / "predictions.jsonl") for r in runs]
+    ids = set(preds[0])
+    records = [rec for rec in records if str(rec["id"]) in ids]
+    diffs = [None] + [paired(records, p, preds[0]) for p in preds[1:]]  # diff = run - first run
+    metrics = [res["metrics"] for res in results]
+    baseline = first.get("majority_baseline")
+    report = write_comparison(out, names, metrics, diffs, title=title, baseline=baseline, notes=notes)
+    return {"names": names, "table": metrics_table(names, metrics, baseline=baseline), "report": str(report),
+            "paired": diffs[1:], "metrics": metrics}
