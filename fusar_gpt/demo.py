@@ -18,7 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 @dataclass
 class DemoSettings:
-    scenes: int = 200
+    scenes: int = 400
     sites: int = 8
     tile_px: int = 512
     block_size: int = 512
