@@ -41,7 +41,6 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -370,21 +369,11 @@ def majority_predictions(train_records: Sequence[dict], records: Sequence[dict])
 def read_predictions(path) -> dict[str, str]:
     """``{"id", "answer"}`` JSONL lines (blank lines skipped) -> id -> answer. A bad line or a repeated id is a
     one-line ValueError naming the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: cannot read predictions ({' '.join(str(err).split())})") from None
+    from .data.dataset import read_jsonl
+
     out: dict[str, str] = {}
     lines: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path} line {n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+    for where, obj in read_jsonl(path, ValueError, "predictions"):
         if not isinstance(obj, dict):
             raise ValueError(f"{where}: expected a JSON object with 'id' and 'answer'")
         rid = obj.get("id")
@@ -395,5 +384,5 @@ def read_predictions(path) -> dict[str, str]:
             raise ValueError(f"{where}: field 'answer' must be a string, got {json.dumps(obj.get('answer'))}")
         if rid in out:
             raise ValueError(f"{where}: duplicate id {rid!r} (first on line {lines[rid]})")
-        out[rid], lines[rid] = obj["answer"], n
+        out[rid], lines[rid] = obj["answer"], int(where.rsplit(" ", 1)[1])
     return out

@@ -95,6 +95,26 @@ def _as_names(value, what: str) -> set[str] | None:
     return names
 
 
+def read_jsonl(path, error=ValueError, what: str = "file"):
+    """Yield ``("FILE line N", object)`` for each non-blank JSONL line; unreadable files and bad JSON
+    raise ``error`` with one line naming the file (and line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: cannot read the {what}: no such {what} file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: cannot read the {what} ({' '.join(str(err).split())})") from None
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {n}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+
+
 def load_manifest(path, *, split: str | None = None, tasks: Sequence[str] | None = None) -> list[dict]:
     """Read and validate a manifest; returns normalised records (absolute paths) in file order.
 
@@ -104,22 +124,9 @@ def load_manifest(path, *, split: str | None = None, tasks: Sequence[str] | None
     """
     path = Path(path)
     task_names = _as_names(tasks, "tasks")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: no such manifest file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{path}: cannot read the manifest ({' '.join(str(err).split())})") from None
     root = path.absolute().parent
     records = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path} line {n}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ManifestError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+    for where, raw in read_jsonl(path, ManifestError, "manifest"):
         rec = _check_record(raw, where, root)
         if split is not None and rec["split"] != split:
             continue
