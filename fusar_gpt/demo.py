@@ -90,6 +90,27 @@ def findings(paired: dict, subset: dict | None) -> list[str]:
     return lines
 
 
+MAIN_FIGURES = (("count", "acc"), ("locate", "acc100"), ("classify", "acc"), ("detect", "f1@0.5"), ("caption", "bleu4"))
+
+
+def chance_findings(name: str, metrics: dict, baseline: dict | None) -> list[str]:
+    """Whether a model beats the majority answer (its 95% interval lies above the baseline's value)."""
+    if not baseline:
+        return []
+    above, not_above = [], []
+    for task, fig in MAIN_FIGURES:
+        m, b = metrics.get(task, {}), baseline.get(task, {})
+        if m.get(fig) is None or b.get(fig) is None or not m.get(f"{fig}_ci"):
+            continue
+        (above if m[f"{fig}_ci"][0] > b[fig] else not_above).append(f"{task} {fig}")
+    lines = []
+    if above:
+        lines.append(f"{name} beats the majority-answer baseline on: {', '.join(above)}.")
+    if not_above:
+        lines.append(f"{name} does NOT beat the majority-answer baseline on: {', '.join(not_above)}.")
+    return lines
+
+
 def run_demo(out="runs/demo", *, quick: bool = False, settings: DemoSettings | None = None,
              progress: bool = True) -> dict:
     from .data.build import BuildConfig, build
@@ -132,6 +153,9 @@ def run_demo(out="runs/demo", *, quick: bool = False, settings: DemoSettings | N
     subset = paired(coarse, preds[0], preds[1], n_boot=s.n_boot) if coarse else None
     main = paired(records, preds[0], preds[1], n_boot=s.n_boot)
     notes = findings(main, subset)
+    for name, e in zip(MODELS, evals):
+        res = json.loads((e / "metrics.json").read_text())
+        notes += chance_findings(name, res["metrics"], res.get("majority_baseline"))
     result = compare_runs(evals, out=out / "compare", names=list(MODELS), title="FUSAR-GPT vs no-AEF (demo)",
                           notes=notes + [f"settings: {json.dumps(asdict(s))}"])
     times["total"] = time.perf_counter() - t0

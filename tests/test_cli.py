@@ -186,3 +186,14 @@ def test_build_bad_arguments_are_one_line_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_chance_findings_say_plainly_whether_the_majority_answer_is_beaten():
+    from fusar_gpt.demo import chance_findings
+
+    model = {"count": {"acc": 0.8, "acc_ci": [0.7, 0.9]}, "locate": {"acc100": 0.6, "acc100_ci": [0.5, 0.7]}}
+    base = {"count": {"acc": 0.6}, "locate": {"acc100": 0.6}}
+    lines = chance_findings("m", model, base)
+    assert lines == ["m beats the majority-answer baseline on: count acc.",
+                     "m does NOT beat the majority-answer baseline on: locate acc100."]
+    assert chance_findings("m", model, None) == []
