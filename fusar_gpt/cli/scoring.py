@@ -1,0 +1,92 @@
+"""``fusar-gpt score``, ``eval`` and ``compare``: metrics, reports and ablation tables."""
+
+from __future__ import annotations
+
+import json
+
+EXAMPLES = {
+    "score": """examples:
+  fusar-gpt score --predictions preds.jsonl --manifest ds/manifest.jsonl --split test
+  fusar-gpt score --predictions preds.jsonl --manifest ds/manifest.jsonl --json   # one JSON object""",
+    "eval": """examples:
+  fusar-gpt eval --run runs/s2 --manifest ds/manifest.jsonl              # test split -> RUN/report.md
+  fusar-gpt eval --run runs/s2 --manifest ds/ --split val --batch-size 16 --out reports/val""",
+    "compare": """examples:
+  fusar-gpt compare runs/fusar-s2 runs/no-aef-s2 runs/sum-s2 --out reports/ablations""",
+}
+
+
+def add_parsers(sub, fmt) -> None:
+    sc = sub.add_parser("score", help="score a predictions JSONL against a manifest (no model needed)",
+                        description="Metrics of DESIGN.md §3 with 95%% bootstrap intervals. Predictions are "
+                                    "{\"id\", \"answer\"} lines; records without a prediction count as wrong.",
+                        epilog=EXAMPLES["score"], formatter_class=fmt)
+    sc.add_argument("--predictions", required=True, help="JSONL of {id, answer}")
+    sc.add_argument("--manifest", required=True, help="manifest.jsonl (or the dataset folder)")
+    sc.add_argument("--split", help="score only this split (default: every record that has a prediction)")
+    sc.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+    ev = sub.add_parser("eval", help="generate answers with a trained run, then score and write a report",
+                        description="Batched greedy generation on a manifest split; writes predictions.jsonl, "
+                                    "metrics.json and report.md (with plots) next to each other.",
+                        epilog=EXAMPLES["eval"], formatter_class=fmt)
+    ev.add_argument("--run", required=True, help="run directory (after stage II)")
+    ev.add_argument("--manifest", required=True, help="manifest.jsonl or the dataset folder")
+    ev.add_argument("--split", default="test", help="split to evaluate (default test)")
+    ev.add_argument("--tasks", help="comma list of tasks (default: all in the split)")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--limit", type=int, help="only the first N records (quick checks)")
+    ev.add_argument("--out", help="output folder (default: the run directory)")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    cp = sub.add_parser("compare", help="ablation table across evaluated runs, paired differences vs the first",
+                        epilog=EXAMPLES["compare"], formatter_class=fmt)
+    cp.add_argument("runs", nargs="+", help="evaluated run directories (each with metrics.json, predictions.jsonl)")
+    cp.add_argument("--names", help="comma list of names for the table (default: folder names)")
+    cp.add_argument("--out", default=".", help="where compare.md and compare.png go (default: here)")
+    cp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
+def _manifest_path(path: str) -> str:
+    from pathlib import Path
+
+    p = Path(path)
+    return str(p / "manifest.jsonl") if p.is_dir() else str(p)
+
+
+def cmd_score(args) -> int:
+    from ..data.dataset import load_manifest
+    from ..report import metrics_table
+    from ..scoring import read_predictions, score
+
+    preds = read_predictions(args.predictions)
+    records = load_manifest(_manifest_path(args.manifest), split=args.split)
+    if args.split is None:
+        records = [r for r in records if str(r["id"]) in preds] or records
+    metrics = score(records, preds)
+    print(json.dumps(metrics) if args.json else metrics_table(["predictions"], [metrics]))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ..evaluate import evaluate_run
+    from ..report import metrics_table
+
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+    result = evaluate_run(args.run, _manifest_path(args.manifest), split=args.split, tasks=tasks,
+                          batch_size=args.batch_size, out=args.out, progress=not args.json, limit=args.limit)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(metrics_table(["model"], [result["metrics"]], baseline=result["majority_baseline"]))
+        print(f"report: {args.out or args.run}/report.md")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ..evaluate import compare_runs
+
+    names = args.names.split(",") if args.names else None
+    result = compare_runs(args.runs, out=args.out, names=names)
+    print(json.dumps(result) if args.json else result["table"] + f"\nreport: {result['report']}")
+    return 0
