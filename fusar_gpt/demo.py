@@ -59,18 +59,18 @@ def _train_stage(recipe_file: str, out: Path, s: DemoSettings, steps: int, *, da
 
 def findings(paired: dict, subset: dict | None) -> list[str]:
     """Plain-words statements of what the paired intervals show (FUSAR-GPT minus no-AEF)."""
+    from .report import verdict
+
     lines = []
     better, worse = [], []
     for task, figures in paired.items():
         for metric, d in figures.items():
             if not isinstance(d, dict) or d.get("diff_ci") is None or metric == "n":
                 continue
-            lo, hi = d["diff_ci"]
-            if metric == "mae":  # lower is better
-                lo, hi = -hi, -lo
-            if lo > 0:
+            v = verdict(metric, d["diff_ci"])
+            if v == "better":
                 better.append(f"{task} {metric}")
-            elif hi < 0:
+            elif v == "worse":
                 worse.append(f"{task} {metric}")
     if better:
         lines.append(f"FUSAR-GPT beats the no-AEF baseline with 95% confidence on: {', '.join(better)}.")
@@ -83,9 +83,9 @@ def findings(paired: dict, subset: dict | None) -> list[str]:
         d = subset.get("classify", {}).get("acc")
         if d and d.get("diff_ci") is not None:
             lo, hi = d["diff_ci"]
-            verdict = "better" if lo > 0 else "worse" if hi < 0 else "not distinguishable"
+            v = verdict("acc", d["diff_ci"]).replace("no significant difference", "not distinguishable")
             lines.append(f"On the coarse ship/plane questions, where dark water and dark tarmac make the SAR "
-                         f"context ambiguous and the AEF land cover decides, FUSAR-GPT is {verdict} "
+                         f"context ambiguous and the AEF land cover decides, FUSAR-GPT is {v} "
                          f"(accuracy difference {d['diff']:+.3f}, 95% interval [{lo:+.3f}, {hi:+.3f}]).")
     return lines
 

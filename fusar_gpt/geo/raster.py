@@ -12,20 +12,19 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from affine import Affine
 from pyproj import CRS as ProjCRS
-from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import GCPTransformer, from_gcps
 from rasterio.windows import Window
 
 from . import GeoError, check_bbox
+from .aef import crs_key, to_lonlat
 
 # 2**29 pixels is a 2 GiB float32 array: big enough for a full GRD scene, small enough to fail before swapping.
 DEFAULT_MAX_PIXELS = 2**29
@@ -73,17 +72,6 @@ class SarImage:
 
 
 # ----------------------------------------------------------------------------------------------- georeference
-@lru_cache(maxsize=64)
-def _lonlat_transformer(crs_key: str) -> tuple[Transformer, bool]:
-    # Building a Transformer costs milliseconds (PROJ database lookups); a batch of chips shares one CRS.
-    src = ProjCRS.from_user_input(crs_key)
-    return Transformer.from_crs(src, ProjCRS.from_epsg(4326), always_xy=True), bool(src.is_geographic)
-
-
-def _crs_key(crs) -> str:
-    return crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
-
-
 def _edge_pixels(width: int, height: int, n: int = EDGE_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """(col, row) of points along the four outer pixel EDGES: the footprint covers whole pixels, not centres."""
     c = np.linspace(0.0, width, n)
@@ -95,8 +83,9 @@ def _edge_pixels(width: int, height: int, n: int = EDGE_POINTS) -> tuple[np.ndar
 
 def _lonlat_bbox(crs, xs, ys, what: str) -> tuple[float, float, float, float]:
     try:
-        tr, geographic = _lonlat_transformer(_crs_key(crs))
-        lon, lat = tr.transform(np.asarray(xs, float), np.asarray(ys, float))
+        key = crs_key(crs)
+        geographic = bool(ProjCRS.from_user_input(key).is_geographic)
+        lon, lat = to_lonlat(key, np.asarray(xs, float), np.asarray(ys, float))
     except Exception as e:  # pyproj raises several types for unusable CRSs
         raise GeoError(f"{what}: cannot transform to lon/lat: {_one_line(e)}") from None
     lon, lat = np.asarray(lon), np.asarray(lat)

@@ -16,9 +16,8 @@ import numpy as np
 
 from ...geo import GeoError
 from ...geo.aef import DIM, dequantize, quantize
+from ..landcover import DW_CLASSES
 
-DW_CLASSES = ("water", "trees", "grass", "flooded_vegetation", "crops", "shrub_and_scrub", "built", "bare",
-              "snow_and_ice")
 TARMAC_DB = -18.0      # runways, aprons and quays: as dark as calm water on purpose
 
 # Materials of the synthetic land-cover map: finer than Dynamic World where SAR or AEF coverage differs.
