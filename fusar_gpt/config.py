@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 STAGE_TRAINABLE = {1: "tlm+lora", 2: "lora"}
-TRAINABLE = ("tlm+lora", "tlm", "lora")
+TRAINABLE = ("tlm+lora", "tlm", "lora", "backbone")
 STAGE_TASKS = {1: ("caption",), 2: ("count", "locate", "classify", "detect")}
 
 
@@ -58,6 +58,7 @@ class DataConfig:
     val_split: str | None = "val"
     max_length: int | None = 2048
     num_workers: int = 0
+    turns_per_image: int = 1              # >1: records about one image train as one conversation of up to N turns
 
 
 @dataclass
@@ -84,7 +85,8 @@ class TrainConfig:
 class Recipe:
     name: str = "run"
     stage: int = 1
-    trainable: str | None = None          # default per stage: 1 -> tlm+lora, 2 -> lora
+    trainable: str | None = None          # default per stage: 1 -> tlm+lora, 2 -> lora; backbone: the whole
+    #                                       Qwen2.5-VL (vision tower + LLM), saved as a standalone model in RUN/model
     init: str | None = None               # stage-1 run directory that stage 2 continues
     out: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -131,7 +133,7 @@ def check(r: Recipe) -> None:
         _choice("model.preset", r.model.preset, ("tiny", "small"))
     for key, value in (("lora.r", r.lora.r), ("train.batch_size", r.train.batch_size),
                        ("train.grad_accum", r.train.grad_accum), ("train.keep_checkpoints", r.train.keep_checkpoints),
-                       ("train.log_every", r.train.log_every)):
+                       ("train.log_every", r.train.log_every), ("data.turns_per_image", r.data.turns_per_image)):
         if value < 1:
             raise RecipeError(f"{key}: must be >= 1, got {value}")
     for key, value in (("train.lr", r.train.lr), ("train.epochs", r.train.epochs), ("tlm.sigma", r.tlm.sigma)):
@@ -145,6 +147,9 @@ def check(r: Recipe) -> None:
         raise RecipeError(f"train.max_steps: must be >= 1, got {r.train.max_steps}")
     for t in r.data.tasks or []:
         _choice("data.tasks", t, TASKS)
+    if r.trains == "backbone" and r.tlm.fusion != "none":
+        raise RecipeError("trainable: 'backbone' trains the Qwen2.5-VL weights alone; set tlm.fusion: none "
+                          "(the TLM and LoRA come in the stages that start from RUN/model)")
     if r.tlm.fusion == "none" and "tlm" in r.trains and r.trains != "tlm+lora":
         raise RecipeError("trainable: 'tlm' with tlm.fusion 'none' trains nothing")
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .config import Recipe, RecipeError, expand, save_recipe
 from .data.collate import IGNORE_INDEX, Collator
-from .data.dataset import ManifestDataset, load_manifest
+from .data.dataset import Conversations, ManifestDataset, load_manifest
 from .model.checkpoint import latest_checkpoint, load_adapter, load_tlm, safe_torch_load, save_checkpoint
 from .model.fusar import FusarGPT, add_lora, set_stage
 from .model.tlm import TLM
@@ -73,7 +73,9 @@ def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
     from .model.backbone import load_backbone
 
     dtype = torch.bfloat16 if recipe.model.dtype == "bfloat16" else torch.float32
-    backbone, processor = load_backbone(_base_dir(recipe), dtype=dtype,
+    full = recipe.trains == "backbone"
+    weights = weights_from / "model" if full and weights_from is not None else Path(_base_dir(recipe))
+    backbone, processor = load_backbone(str(weights), dtype=dtype,
                                         attn_implementation=recipe.model.attn_implementation)
     hidden = backbone.config.text_config.hidden_size
     source = weights_from or (Path(recipe.init) if recipe.init else None)
@@ -85,7 +87,7 @@ def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
     model = FusarGPT(backbone, tlm.float(), processor)
     if source is not None and (source / "adapter" / "adapter_config.json").exists():
         model.backbone = load_adapter(backbone, source, trainable=True)
-    elif "lora" in recipe.trains:
+    elif "lora" in recipe.trains and not full:
         add_lora(model, r=recipe.lora.r, alpha=recipe.lora.alpha, dropout=recipe.lora.dropout)
     if recipe.model.gradient_checkpointing:
         kwargs = {"use_reentrant": False}
@@ -96,9 +98,15 @@ def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
         else:
             model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     trains = recipe.trains
-    if "lora" in trains and not any("lora_" in n for n, _ in model.named_parameters()):
+    if full:  # the whole Qwen2.5-VL trains (e.g. a stand-in pretraining of a random preset); no TLM, no LoRA
+        if hasattr(model.backbone, "peft_config"):
+            raise RecipeError("trainable: 'backbone' cannot continue a run that carries a LoRA adapter")
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("backbone."))
+    elif "lora" in trains and not any("lora_" in n for n, _ in model.named_parameters()):
         raise RecipeError("trainable: the recipe trains LoRA but the model has no adapter")
-    set_stage(model, 1 if "tlm" in trains else 2, trains if "tlm" in trains else "tlm+lora")
+    else:
+        set_stage(model, 1 if "tlm" in trains else 2, trains if "tlm" in trains else "tlm+lora")
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # trainable tensors stay fp32 under a bf16 base
@@ -188,6 +196,8 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
         save_recipe(recipe, run / "config.yaml")
     t = recipe.train
     data = ManifestDataset(recipe.data.manifest, split=recipe.data.train_split, tasks=recipe.tasks)
+    if recipe.data.turns_per_image > 1:
+        data = Conversations(data, recipe.data.turns_per_image, seed=t.seed)
     batches = Batches(len(data), t.batch_size, t.seed, accelerator.process_index, accelerator.num_processes)
     steps_per_epoch = max(batches.per_epoch // t.grad_accum, 1)
     total = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))

@@ -176,3 +176,45 @@ def test_tensorboard_without_the_package_is_a_clear_error(dataset, tmp_path, mon
                 **{"train.max_steps": 1, "train.tensorboard": True})
     with pytest.raises(RecipeError, match="train.tensorboard"):
         train(r, progress=False)
+
+
+def test_stage0_trains_the_whole_backbone_in_conversations_resumes_exactly_and_feeds_stage1(dataset, tmp_path):
+    from fusar_gpt.model.backbone import load_backbone
+
+    args = {"train.max_steps": 4, "train.batch_size": 2, "train.save_every": 2, "train.lr": 2e-3}
+    r0 = _recipe(CONFIGS / "tiny-cpu" / "stage0.yaml", tmp_path / "s0", dataset, **args)
+    assert r0.trains == "backbone" and r0.data.turns_per_image == 8
+    torch.manual_seed(r0.train.seed)
+    start = _params(build_model(r0))
+    assert all(n.startswith("backbone.") for n, p in build_model(r0).named_parameters() if p.requires_grad)
+    train(r0, progress=False)
+    assert (tmp_path / "s0" / "model" / "config.json").exists()
+    trained, _ = load_backbone(str(tmp_path / "s0" / "model"))
+    after = {f"backbone.{n}": p for n, p in trained.named_parameters()}
+    changed = _changed({n: start[n] for n in after}, after)
+    assert any(".visual." in n for n in changed) and any("language_model" in n for n in changed)
+    # one image's records ride in one conversation: fewer sequences per epoch than records
+    log = [json.loads(ln) for ln in (tmp_path / "s0" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 4
+    # stopped after 2 and resumed: the same losses as the uninterrupted run (full weights restored)
+    r0b = _recipe(CONFIGS / "tiny-cpu" / "stage0.yaml", tmp_path / "cut", dataset, **args)
+    train(r0b, progress=False, stop_after=2)
+    train(_recipe(CONFIGS / "tiny-cpu" / "stage0.yaml", tmp_path / "cut", dataset, **args), progress=False,
+          resume=True)
+    full, cut = _losses(tmp_path / "s0"), _losses(tmp_path / "cut")
+    for step in (3, 4):
+        assert abs(full[step] - cut[step]) <= 1e-6, (step, full[step], cut[step])
+    # stage I starts from the stage-0 model: base weights by path, TLM + LoRA on top
+    r1 = _recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "s1", dataset,
+                 **{"train.max_steps": 2, "train.batch_size": 2, "model.base": str(tmp_path / "s0" / "model"),
+                    "model.preset": None, "data.turns_per_image": 4})
+    train(r1, progress=False)
+    assert (tmp_path / "s1" / "adapter").exists() and not (tmp_path / "s1" / "model").exists()
+    m1 = build_model(r1, weights_from=tmp_path / "s1")
+    assert torch.equal(dict(m1.named_parameters())["backbone.base_model.model.model.visual.patch_embed.proj.weight"],
+                       after["backbone.model.visual.patch_embed.proj.weight"])
+
+
+def test_backbone_training_refuses_a_tlm(dataset, tmp_path):
+    with pytest.raises(RecipeError, match="tlm.fusion: none"):
+        _recipe(CONFIGS / "tiny-cpu" / "stage0.yaml", tmp_path / "x", dataset, **{"tlm.fusion": "tlm"})

@@ -97,11 +97,16 @@ class Collator:
         self.special = tuple(t for t in self.tokenizer.all_special_tokens if t)
 
     # ------------------------------------------------------------------------------------------ text
-    def _render(self, question: str, answer: str | None) -> str:
-        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        if answer is not None:
-            msgs.append({"role": "assistant", "content": answer})
-        return self.processor.apply_chat_template(msgs, add_generation_prompt=answer is None, tokenize=False)
+    def _render(self, turns: Sequence[tuple[str, str | None]], open_last: bool) -> str:
+        """The conversation: the image leads the first user turn; ``open_last`` leaves the last answer out and
+        ends on the generation prompt (what the model sees before answering that turn)."""
+        msgs = []
+        for k, (question, answer) in enumerate(turns):
+            text = {"type": "text", "text": question}
+            msgs.append({"role": "user", "content": [{"type": "image"}, text] if k == 0 else [text]})
+            if not (open_last and k == len(turns) - 1):
+                msgs.append({"role": "assistant", "content": answer})
+        return self.processor.apply_chat_template(msgs, add_generation_prompt=open_last, tokenize=False)
 
     def _check_text(self, rid: str, question, answer) -> None:
         if not isinstance(question, str):
@@ -122,19 +127,21 @@ class Collator:
         if len(items) == 0:
             raise ValueError("cannot collate an empty list of items")
         ids = [str(it["id"]) for it in items]
-        questions = [it["question"] for it in items]
-        answers = [it.get("answer") for it in items]
-        for rid, q, a in zip(ids, questions, answers):
-            self._check_text(rid, q, a)
-        prompts = [self._render(q, None) for q in questions]
+        # an item is one question/answer turn, or (``turns``) a conversation of several about the same image
+        convs = [list(it.get("turns") or [(it["question"], it.get("answer"))]) for it in items]
+        for rid, turns in zip(ids, convs):
+            for q, a in turns:
+                self._check_text(rid, q, a)
+        # prompts[b][k]: everything the model sees before answering turn k (earlier turns answered)
+        prompts = [[self._render(turns[:k + 1], True) for k in range(len(turns))] for turns in convs]
         if self.train:
-            texts = [self._render(q, a) for q, a in zip(questions, answers)]
+            texts = [self._render(turns, False) for turns in convs]
             for rid, prompt, full in zip(ids, prompts, texts):
-                if not full.startswith(prompt):
+                if not all(full.startswith(p) for p in prompt):
                     raise ValueError(f"record {rid!r}: the chat template renders the conversation so that it does "
                                      f"not start with the generation prompt; cannot tell where the answer begins")
         else:
-            texts = prompts
+            texts = [p[-1] for p in prompts]
         images = [_as_rgb(it["image"]) for it in items]
         enc = self.processor(images=images, text=texts, return_tensors="pt", padding=True,
                              padding_side=self.padding_side)
@@ -152,12 +159,12 @@ class Collator:
             inputs["labels"] = self._labels(enc["input_ids"], enc["attention_mask"], prompts, ids)
         inputs["priors"] = Priors.stack([_as_prior(it.get("anchors"), rid) for it, rid in zip(items, ids)],
                                         self.prior_dim)
-        return Batch(inputs, ids=ids, questions=questions, answers=answers, tasks=[it.get("task") for it in items])
+        return Batch(inputs, ids=ids, questions=[c[-1][0] for c in convs], answers=[c[-1][1] for c in convs],
+                     tasks=[it.get("task") for it in items])
 
-    def _labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: list[str],
+    def _labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: list[list[str]],
                 ids: list[str]) -> torch.Tensor:
         labels = torch.full_like(input_ids, IGNORE_INDEX)
-        prompt_ids = self.tokenizer(prompts)["input_ids"]
         for b, rid in enumerate(ids):
             valid = attention_mask[b].nonzero().flatten()
             start, stop = int(valid[0]), int(valid[-1]) + 1
@@ -165,18 +172,21 @@ class Collator:
                 raise ValueError(f"record {rid!r}: the attention mask has a hole; expected one run of tokens")
             row = input_ids[b, start:stop]
             n_img = int((row == self.image_token_id).sum())
-            prefix = []
-            for t in prompt_ids[b]:  # the processor expands the one image placeholder into n_img tokens
-                prefix.extend([t] * n_img if t == self.image_token_id else [t])
-            p = len(prefix)
-            if p >= len(row) or row[:p].tolist() != prefix:
-                raise ValueError(f"record {rid!r}: the tokenised conversation does not begin with the tokenised "
-                                 f"prompt (the tokenizer merges the prompt's end with the answer's start)")
-            ends = (row[p:] == self.eot_id).nonzero().flatten()
-            if len(ends) == 0:
-                raise ValueError(f"record {rid!r}: no {END_OF_TURN} closes the answer")
-            n = int(ends[0])
-            if n == 0:
-                raise ValueError(f"record {rid!r}: the answer has no token to supervise")
-            labels[b, start + p: start + p + n + 1] = row[p: p + n + 1]
+            for k, prompt_ids in enumerate(self.tokenizer(prompts[b])["input_ids"]):
+                turn = f" (turn {k + 1})" if len(prompts[b]) > 1 else ""
+                prefix = []
+                for t in prompt_ids:  # the processor expands the one image placeholder into n_img tokens
+                    prefix.extend([t] * n_img if t == self.image_token_id else [t])
+                p = len(prefix)
+                if p >= len(row) or row[:p].tolist() != prefix:
+                    raise ValueError(f"record {rid!r}{turn}: the tokenised conversation does not begin with the "
+                                     f"tokenised prompt (the tokenizer merges the prompt's end with the answer's "
+                                     f"start)")
+                ends = (row[p:] == self.eot_id).nonzero().flatten()
+                if len(ends) == 0:
+                    raise ValueError(f"record {rid!r}{turn}: no {END_OF_TURN} closes the answer")
+                n = int(ends[0])
+                if n == 0:
+                    raise ValueError(f"record {rid!r}{turn}: the answer has no token to supervise")
+                labels[b, start + p: start + p + n + 1] = row[p: p + n + 1]
         return labels

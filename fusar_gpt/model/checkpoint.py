@@ -199,13 +199,17 @@ def save_checkpoint(model, run_dir: str | Path, step: int, trainer_state: dict, 
     if state_dict is None:
         save_tlm(model.tlm, tmp)
         save_adapter(model.backbone, tmp)
+        if _full_backbone(model):
+            save_model_dir(model, tmp / "model")
     else:
         tlm = TLM(**model.tlm.config())
         tlm.load_state_dict({k[4:]: v for k, v in state_dict.items() if k.startswith("tlm.")})
         save_tlm(tlm, tmp)
+        own = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
         if hasattr(model.backbone, "peft_config"):
-            model.backbone.save_pretrained(str(tmp / "adapter"), state_dict={
-                k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")})
+            model.backbone.save_pretrained(str(tmp / "adapter"), state_dict=own)
+        elif _full_backbone(model):
+            save_model_dir(model, tmp / "model", state_dict=own)
     torch.save(trainer_state, tmp / "trainer_state.pt")
     if final.exists():
         shutil.rmtree(final)
@@ -222,17 +226,34 @@ def _publish(ckpt: Path, run: Path) -> None:
         tmp = run / f".{name}.tmp"
         shutil.copyfile(ckpt / name, tmp)
         tmp.replace(run / name)
-    if (ckpt / "adapter").exists():
-        staged = run / ".adapter.tmp"
+    for folder in ("adapter", "model"):
+        if not (ckpt / folder).exists():
+            continue
+        staged = run / f".{folder}.tmp"
         if staged.exists():
             shutil.rmtree(staged)
-        shutil.copytree(ckpt / "adapter", staged)
-        old = run / ".adapter.old"
-        if (run / "adapter").exists():
-            (run / "adapter").rename(old)
-        staged.rename(run / "adapter")
+        shutil.copytree(ckpt / folder, staged)
+        old = run / f".{folder}.old"
+        if (run / folder).exists():
+            (run / folder).rename(old)
+        staged.rename(run / folder)
         if old.exists():
             shutil.rmtree(old)
+
+
+def _full_backbone(model) -> bool:
+    """Whether the run trains the Qwen2.5-VL weights themselves (``trainable: backbone``)."""
+    return not hasattr(model.backbone, "peft_config") and any(
+        p.requires_grad for n, p in model.backbone.named_parameters())
+
+
+def save_model_dir(model, out: Path, state_dict: dict | None = None) -> None:
+    """A standalone Qwen2.5-VL directory (weights, config, tokenizer, processor) that ``load_backbone`` and any
+    recipe's ``model.base`` accept."""
+    model.backbone.save_pretrained(str(out), state_dict=state_dict)
+    if model.processor is not None:  # the same files make_backbone writes, so the same loader reads them
+        model.processor.tokenizer.save_pretrained(str(out))
+        model.processor.image_processor.save_pretrained(str(out))
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -118,15 +118,17 @@ def _free(box, occupied, margin: float) -> bool:
                       & (box[1] - margin < o[:, 3]) & (o[:, 1] < box[3] + margin))
 
 
-def place_targets(rng, cv: Canvas, view: View, site_mat: np.ndarray, mat: np.ndarray, occupied: list) -> list:
-    """Ships on water, planes on runways/aprons: fully inside the image, not overlapping. Returns annotations."""
+def place_targets(rng, cv: Canvas, view: View, site_mat: np.ndarray, mat: np.ndarray, occupied: list,
+                  max_targets: int = 5) -> list:
+    """Ships on water, planes on runways/aprons: fully inside the image, not overlapping; 0..``max_targets`` of
+    each class wherever it has room. Returns annotations."""
     out = []
     flat = site_mat.ravel()
     for cat_id, label, subtypes, weights, allowed in (
             (1, "ship", SHIP_SUBTYPES, (0.3, 0.25, 0.45), (WATER, OPEN_SEA)),
             (2, "plane", PLANE_SUBTYPES, (0.35, 0.35, 0.3), (RUNWAY,))):
         ok = np.isin(mat, allowed)
-        want = int(rng.integers(0, 6))
+        want = int(rng.integers(0, max_targets + 1))
         if ok.mean() < 0.02 or not want:
             continue
         cand = np.flatnonzero(ok.ravel())
@@ -175,14 +177,16 @@ def _draw_target(rng, cv, polys, su, sv, rcs, body_sigma, deck_rcs, area, cx, cy
         cv.streak(x[k], y[k], s[k] * 0.5)
 
 
-def place_distractors(rng, cv: Canvas, view: View, mat: np.ndarray, kind: str, occupied: list) -> None:
-    """Unannotated bright look-alikes: buildings on built land, sheds and (at ports) oil tanks on quays."""
+def place_distractors(rng, cv: Canvas, view: View, mat: np.ndarray, kind: str, occupied: list,
+                      clutter: float = 1.0) -> None:
+    """Unannotated bright look-alikes: buildings on built land, sheds and (at ports) oil tanks on quays;
+    ``clutter`` scales how many (1 = realistic density, 0 = none)."""
     p = view.p
     town_angle = rng.uniform(0, math.pi / 2)
     kinds = ((BUILT, 1 / 900, (8, 35), (5, 25), 80), (QUAY, 1 / 4000, (10, 30), (4, 9), 12))
     for where, per_m2, size, height, cap in kinds:
         pix = np.flatnonzero(mat.ravel() == where)
-        k = min(cap, int(len(pix) * p * p * per_m2 * rng.uniform(0.6, 1.0)))
+        k = min(round(cap * clutter), int(len(pix) * p * p * per_m2 * rng.uniform(0.6, 1.0) * clutter))
         if not k:
             continue
         f = pix[rng.integers(0, len(pix), k)]
@@ -199,7 +203,7 @@ def place_distractors(rng, cv: Canvas, view: View, mat: np.ndarray, kind: str, o
         return
     quay = mat.ravel() == QUAY
     pix = np.flatnonzero(quay)
-    want = min(12, int(len(pix) * p * p / 2500))
+    want = min(round(12 * clutter), int(len(pix) * p * p / 2500 * clutter))
     tanks = []
     for _ in range(want * 3):
         if len(tanks) >= want:
