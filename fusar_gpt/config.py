@@ -33,6 +33,7 @@ class ModelConfig:
     dtype: str = "float32"                # float32 | bfloat16
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
+    vision_warmup_steps: int = 0          # presets only: warm the random vision tower up on the data's boxes
 
 
 @dataclass
@@ -69,6 +70,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.0
+    vision_lr_scale: float = 1.0          # vision-tower parameters train at lr x this (trainable: backbone)
     warmup_ratio: float = 0.05
     schedule: str = "cosine"              # cosine | linear | constant
     max_grad_norm: float | None = 1.0
@@ -131,12 +133,15 @@ def check(r: Recipe) -> None:
         raise RecipeError("model: give base (a local Qwen2.5-VL directory) or preset (tiny, small)")
     if r.model.preset is not None:
         _choice("model.preset", r.model.preset, ("tiny", "small"))
+    if r.model.vision_warmup_steps < 0:
+        raise RecipeError(f"model.vision_warmup_steps: must be >= 0, got {r.model.vision_warmup_steps}")
     for key, value in (("lora.r", r.lora.r), ("train.batch_size", r.train.batch_size),
                        ("train.grad_accum", r.train.grad_accum), ("train.keep_checkpoints", r.train.keep_checkpoints),
                        ("train.log_every", r.train.log_every), ("data.turns_per_image", r.data.turns_per_image)):
         if value < 1:
             raise RecipeError(f"{key}: must be >= 1, got {value}")
-    for key, value in (("train.lr", r.train.lr), ("train.epochs", r.train.epochs), ("tlm.sigma", r.tlm.sigma)):
+    for key, value in (("train.lr", r.train.lr), ("train.epochs", r.train.epochs), ("tlm.sigma", r.tlm.sigma),
+                       ("train.vision_lr_scale", r.train.vision_lr_scale)):
         if not value > 0:
             raise RecipeError(f"{key}: must be > 0, got {value}")
     if not 0 <= r.train.warmup_ratio < 1:

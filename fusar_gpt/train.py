@@ -50,17 +50,32 @@ def resolve_paths(recipe: Recipe, out: str | None = None, data: str | None = Non
     return recipe
 
 
-def _base_dir(recipe: Recipe) -> str:
-    """The base weights: a local directory, or (presets) a random backbone created once in RUN/base."""
+def _base_dir(recipe: Recipe, progress: bool = False) -> str:
+    """The base weights: a local directory, or (presets) a random backbone created once in RUN/base, its vision
+    tower optionally warmed up on the dataset's boxes first (``model.vision_warmup_steps``). RUN/base is built
+    under a temporary name and renamed, so an interrupted creation is redone, never half used."""
+    import shutil
+
     from .model.backbone import DEFAULT_CORPUS, make_backbone
 
     if recipe.model.base:
         return recipe.model.base
     base = Path(recipe.out) / "base"
     if not (base / "config.json").exists():
+        tmp = base.with_name(".base.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
         records = load_manifest(recipe.data.manifest)
         texts = list(DEFAULT_CORPUS) + [t for r in records[:4000] for t in (r["question"], r["answer"])]
-        make_backbone(recipe.model.preset, base, texts=texts, seed=recipe.train.seed)
+        make_backbone(recipe.model.preset, tmp, texts=texts, seed=recipe.train.seed)
+        if recipe.model.vision_warmup_steps:
+            from .model.warmup import warm_up_base
+
+            warm_up_base(tmp, recipe.data.manifest, steps=recipe.model.vision_warmup_steps,
+                         split=recipe.data.train_split, seed=recipe.train.seed, progress=progress)
+        if base.exists():
+            shutil.rmtree(base)
+        tmp.rename(base)
     recipe.model.base, recipe.model.preset = str(base.resolve()), None
     return recipe.model.base
 
@@ -187,7 +202,7 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
         raise RecipeError(f"--resume: {run} has no complete checkpoint to resume from")
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
-        _base_dir(recipe)
+        _base_dir(recipe, progress=progress)
     accelerator.wait_for_everyone()
     _base_dir(recipe)
     torch.manual_seed(recipe.train.seed)
@@ -201,8 +216,10 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     batches = Batches(len(data), t.batch_size, t.seed, accelerator.process_index, accelerator.num_processes)
     steps_per_epoch = max(batches.per_epoch // t.grad_accum, 1)
     total = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if ".visual." not in n], "lr": t.lr},
+              {"params": [p for n, p in named if ".visual." in n], "lr": t.lr * t.vision_lr_scale}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, weight_decay=t.weight_decay)
     schedule = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[t.schedule]
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=math.ceil(t.warmup_ratio * total),
                               num_training_steps=total)

@@ -47,7 +47,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    """The whole demo path (synth, build, 2 x 2 stages, eval, compare) at toy scale, through the CLI."""
+    """The whole demo path (synth, build, stage 0, 2 x 2 stages, eval, compare) at toy scale, through the CLI."""
     import io
     from contextlib import redirect_stdout
 
@@ -61,10 +61,18 @@ def quick_demo(tmp_path_factory):
 def test_quick_demo_runs_the_whole_pipeline(quick_demo):
     out, summary = quick_demo
     lines = (out / "dataset" / "manifest.jsonl").read_text().splitlines()
-    n_test = sum(json.loads(ln)["split"] == "test" for ln in lines)
+    evaluated = set(summary["settings"]["eval_tasks"])
+    assert evaluated == {"count", "locate", "classify", "detect"}
+    n_test = sum(json.loads(ln)["split"] == "test" and json.loads(ln)["task"] in evaluated for ln in lines)
     assert "majority baseline" in summary["table"] and "fusar-gpt" in summary["table"]
     assert summary["findings"] and all(isinstance(f, str) for f in summary["findings"])
+    assert any("majority-answer baseline" in f for f in summary["findings"])
+    assert set(summary["vs_majority"]) == {"fusar-gpt", "no-aef"}
+    # stage 0 trained the whole backbone; both models start from its standalone model directory
+    assert (out / "stage0" / "model" / "config.json").exists()
     for name in ("fusar-gpt", "no-aef"):
+        cfg = (out / name / "stage1" / "config.yaml").read_text()
+        assert str((out / "stage0" / "model").resolve()) in cfg
         for stage in ("stage1", "stage2"):
             assert (out / name / stage / "tlm.json").exists() and (out / name / stage / "log.jsonl").exists()
         ev = out / name / "eval"
@@ -188,12 +196,22 @@ def test_build_bad_arguments_are_one_line_exit_2(argv, message, capsys):
     assert message in err and err.count("\n") == 1
 
 
-def test_chance_findings_say_plainly_whether_the_majority_answer_is_beaten():
+def test_chance_findings_use_paired_intervals_against_the_majority_answer():
     from fusar_gpt.demo import chance_findings
 
-    model = {"count": {"acc": 0.8, "acc_ci": [0.7, 0.9]}, "locate": {"acc100": 0.6, "acc100_ci": [0.5, 0.7]}}
-    base = {"count": {"acc": 0.6}, "locate": {"acc100": 0.6}}
-    lines = chance_findings("m", model, base)
-    assert lines == ["m beats the majority-answer baseline on: count acc.",
-                     "m does NOT beat the majority-answer baseline on: locate acc100."]
-    assert chance_findings("m", model, None) == []
+    rec = lambda i, task, answer, cls="ship": {"id": f"{task}{i}", "task": task, "answer": answer,
+                                               "meta": {"class": cls}}
+    records = [rec(i, "count", "0" if i < 30 else "2") for i in range(40)]
+    records += [rec(i, "locate", "None") for i in range(40)]
+    majority = {r["id"]: ("0" if r["task"] == "count" else "None") for r in records}
+    model = dict(majority)
+    for i in range(30, 40):
+        model[f"count{i}"] = "2"      # right where the majority answer is wrong
+    model["locate0"] = "center"       # one locate answer worse than the majority
+    lines, table = chance_findings("m", records, model, majority, n_boot=500)
+    assert lines[0].startswith("m beats the majority-answer baseline on: count acc 1.000 vs 0.750 (+0.250")
+    assert lines[1].startswith("m does NOT beat the majority-answer baseline on: locate acc100 0.975 vs 1.000")
+    assert table["count acc"]["diff_ci"][0] > 0 and table["locate acc100"]["diff_ci"][1] <= 0
+    assert chance_findings("m", records, majority, majority, n_boot=100)[0] == [
+        "m does NOT beat the majority-answer baseline on: count acc 0.750 vs 0.750 (+0.000, 95% interval "
+        "[+0.000, +0.000]); locate acc100 1.000 vs 1.000 (+0.000, 95% interval [+0.000, +0.000])."]

@@ -181,7 +181,8 @@ def test_tensorboard_without_the_package_is_a_clear_error(dataset, tmp_path, mon
 def test_stage0_trains_the_whole_backbone_in_conversations_resumes_exactly_and_feeds_stage1(dataset, tmp_path):
     from fusar_gpt.model.backbone import load_backbone
 
-    args = {"train.max_steps": 4, "train.batch_size": 2, "train.save_every": 2, "train.lr": 2e-3}
+    args = {"train.max_steps": 4, "train.batch_size": 2, "train.save_every": 2, "train.lr": 2e-3,
+            "model.vision_warmup_steps": 3}
     r0 = _recipe(CONFIGS / "tiny-cpu" / "stage0.yaml", tmp_path / "s0", dataset, **args)
     assert r0.trains == "backbone" and r0.data.turns_per_image == 8
     torch.manual_seed(r0.train.seed)
@@ -189,6 +190,13 @@ def test_stage0_trains_the_whole_backbone_in_conversations_resumes_exactly_and_f
     assert all(n.startswith("backbone.") for n, p in build_model(r0).named_parameters() if p.requires_grad)
     train(r0, progress=False)
     assert (tmp_path / "s0" / "model" / "config.json").exists()
+    from fusar_gpt.model.checkpoint import safe_torch_load
+
+    groups = safe_torch_load(tmp_path / "s0" / "trainer_state.pt")["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == pytest.approx([2e-3, 2e-3 * r0.train.vision_lr_scale])
+    assert r0.train.vision_lr_scale < 1
+    warm = json.loads((tmp_path / "s0" / "base" / "warmup.json").read_text())  # the random base was warmed up
+    assert warm["steps"] == 3 and warm["classes"] and not (tmp_path / "s0" / ".base.tmp").exists()
     trained, _ = load_backbone(str(tmp_path / "s0" / "model"))
     after = {f"backbone.{n}": p for n, p in trained.named_parameters()}
     changed = _changed({n: start[n] for n in after}, after)

@@ -24,10 +24,11 @@ EXAMPLES = {
 
 def add_demo_parser(sub, fmt) -> None:
     d = sub.add_parser("demo", help="the whole pipeline on a synthetic world: FUSAR-GPT vs no-AEF, scored",
-                       description="Synthesise a world, build the dataset, train FUSAR-GPT (stage I + II) and the "
-                                   "no-AEF baseline on the small preset, evaluate both on the test split and compare "
-                                   "them with paired 95%% intervals and a majority-answer baseline (~10-15 min on "
-                                   "2 CPU cores). Re-running reuses finished steps.",
+                       description="Synthesise a world, build the dataset, give the random small preset a stand-in "
+                                   "pretraining (stage 0: vision warm-up, then the whole backbone on the tasks), "
+                                   "train FUSAR-GPT (stage I + II) and the no-AEF baseline from it, evaluate both on "
+                                   "the test split and compare them with paired 95%% intervals, each against the "
+                                   "majority answer too (~15 min on 2 CPU cores). Re-running reuses finished steps.",
                        epilog=EXAMPLES["demo"], formatter_class=fmt)
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
     d.add_argument("--quick", action="store_true", help="a tiny version for tests (~1 min, results meaningless)")

@@ -1,0 +1,60 @@
+"""Vision warm-up of a random preset: exact box maps, only the vision tower changes, the map loss falls."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fusar_gpt.model.warmup import box_maps, warm_up_vision
+
+
+def test_box_maps_by_hand():
+    objs = [{"box": [0, 0, 20, 10], "label": "ship"},        # centre (10, 5): cell (0, 0); covers (0, 0)
+            {"box": [30, 30, 60, 40], "label": "plane"},     # centre (45, 35): cell (1, 1); covers rows 1, cols 1-2
+            {"box": [50, 0, 70, 5], "label": "tank"}]        # not a class: ignored
+    m = box_maps(objs, ["plane", "ship"], (56, 84), (2, 3))  # cells are 28 x 28 px
+    assert m.shape == (6, 4)
+    grid = m.T.reshape(4, 2, 3)
+    assert grid[1].tolist() == [[1, 0, 0], [0, 0, 0]]        # ship centre
+    assert grid[0].tolist() == [[0, 0, 0], [0, 1, 0]]        # plane centre
+    assert grid[3].tolist() == [[1, 0, 0], [0, 0, 0]]        # ship cover
+    assert grid[2].tolist() == [[0, 0, 0], [0, 1, 1]]        # plane cover: x 30-60 spans columns 1 and 2
+    # a box hanging out of the frame covers only the cells inside it; its centre outside marks nothing
+    out = box_maps([{"box": [-40, 10, 10, 20], "label": "ship"}], ["ship"], (56, 84), (2, 3)).T.reshape(2, 2, 3)
+    assert out[0].sum() == 0 and out[1].tolist() == [[1, 0, 0], [0, 0, 0]]
+
+
+def test_warm_up_trains_only_the_vision_tower_and_learns_the_maps(tiny_dir, tmp_path):
+    from fusar_gpt.model.backbone import load_backbone
+
+    backbone, proc = load_backbone(tiny_dir)  # a private copy: the session's shared model stays untouched
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(8):  # a bright square (the "ship") somewhere on dark noise
+        arr = rng.integers(0, 40, (56, 56)).astype(np.uint8)
+        y, x = rng.integers(0, 40, 2)
+        arr[y:y + 12, x:x + 12] = 250
+        Image.fromarray(arr).save(tmp_path / f"im{i}.png")
+        records.append({"id": f"r{i}", "image": str(tmp_path / f"im{i}.png"), "coordinate_size": 56,
+                        "meta": {"frame_objects": [{"box": [int(x), int(y), int(x) + 12, int(y) + 12],
+                                                    "label": "ship"}]}})
+    before = {n: p.detach().clone() for n, p in backbone.named_parameters()}
+    torch.manual_seed(0)
+    info = warm_up_vision(backbone, proc, records, steps=40, batch_size=8, lr=3e-3)
+    changed = {n for n, p in backbone.named_parameters() if not torch.equal(before[n], p)}
+    assert changed and all(".visual." in n for n in changed)
+    assert any("merger" in n for n in changed) and any("patch_embed" in n for n in changed)
+    assert info["images"] == 8 and info["classes"] == ["ship"]
+    assert info["loss_last"] < 0.6 * info["loss_first"], info
+    json.dumps(info)
+
+
+def test_warm_up_without_boxes_is_a_clear_error(tiny):
+    import pytest
+
+    backbone, proc = tiny
+    with pytest.raises(ValueError, match="frame_objects"):
+        warm_up_vision(backbone, proc, [{"id": "a", "image": "x.png", "meta": {}}], steps=1)
