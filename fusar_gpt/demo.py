@@ -34,7 +34,7 @@ class DemoSettings:
     frame: int = 224
     preset: str = "small"
     warmup_steps: int = 200    # stage 0: vision warm-up steps (16 images each)
-    stage0_steps: int = 300
+    stage0_steps: int = 250
     stage1_steps: int = 40
     stage2_steps: int = 60
     batch_size: int = 8

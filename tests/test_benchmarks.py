@@ -54,3 +54,15 @@ def test_aef_sampling_benchmark_agrees_with_the_naive_way_on_a_small_world():
     g = r["grids"]["4x4"]
     assert g["identical_to_naive"] is True and g["naive_timed_on"] == 4
     assert 0.0 < g["valid_node_share"] <= 1.0
+
+
+def test_turns_benchmark_dry_run_trains_the_same_answers_both_ways():
+    path = Path(__file__).parents[1] / "benchmarks" / "turns_throughput.py"
+    spec = importlib.util.spec_from_file_location("turns_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["turns_throughput"] = bench
+    spec.loader.exec_module(bench)
+    r = bench.run(dry_run=True)
+    assert r["dry_run"] and r["preset"] == "tiny" and r["turns"] == 3
+    assert r["one_per_sequence"]["answers_per_s"] > 0 and r["conversations"]["answers_per_s"] > 0
+    assert r["ratio"] > 0

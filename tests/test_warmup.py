@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fusar_gpt.model.warmup import box_maps, warm_up_vision
+from fusar_gpt.model.warmup import box_maps, position_maps, warm_up_vision
 
 
 def test_box_maps_by_hand():
@@ -25,6 +25,12 @@ def test_box_maps_by_hand():
     # a box hanging out of the frame covers only the cells inside it; its centre outside marks nothing
     out = box_maps([{"box": [-40, 10, 10, 20], "label": "ship"}], ["ship"], (56, 84), (2, 3)).T.reshape(2, 2, 3)
     assert out[0].sum() == 0 and out[1].tolist() == [[1, 0, 0], [0, 0, 0]]
+
+
+def test_position_maps_by_hand():
+    m = position_maps((2, 4))
+    assert m.shape == (8, 2)
+    assert m[0].tolist() == [0.25, 0.125] and m[3].tolist() == [0.25, 0.875] and m[4].tolist() == [0.75, 0.125]
 
 
 def test_warm_up_trains_only_the_vision_tower_and_learns_the_maps(tiny_dir, tmp_path):

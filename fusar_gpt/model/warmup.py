@@ -6,8 +6,12 @@ answer per image gives the vision tower a weak, indirect signal, and on a CPU bu
 collapse onto the most common one. The warm-up gives it a dense, direct signal instead: for every
 merged visual token, whether a box of each class has its centre in that token's cell and whether a box
 covers it (the training split's own boxes, ``meta.frame_objects``), learned through a linear head by
-binary cross-entropy. Only the vision tower (patch embedding, blocks, merger) changes; the head is
-thrown away. Never use it on real weights: it is a stand-in for pretraining, not a SAR method.
+binary cross-entropy; and where each token sits (its row and column as fractions of the grid): reading
+absolute position from M-RoPE alone is slow to learn, because the LLM sees image positions relative to
+the answer's own position, which moves with every question's length (measured: without this target the
+demo's model answered "top-right" to nearly every localisation question). Only the vision tower
+(patch embedding, blocks, merger) changes; the head is thrown away. Never use it on real weights: it
+is a stand-in for pretraining, not a SAR method.
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ def box_maps(objects: list[dict], classes: list[str], frame: tuple[int, int], gr
     return out.reshape(len(out), -1).T
 
 
+def position_maps(grid: tuple[int, int]) -> np.ndarray:
+    """``[gh * gw, 2]``: each merged token's (row, column) centre as a fraction of the grid, raster order."""
+    gh, gw = grid
+    r, c = np.mgrid[0:gh, 0:gw]
+    return np.stack([(r.ravel() + 0.5) / gh, (c.ravel() + 0.5) / gw], axis=1).astype(np.float32)
+
+
 def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batch_size: int = 16, lr: float = 2e-3,
                    seed: int = 0, progress: bool = False) -> dict:
     """Train ``backbone``'s vision tower in place on the box maps of ``records`` (one per image is enough);
@@ -57,14 +68,14 @@ def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batc
     classes = sorted({o["label"] for r in images for o in r["meta"]["frame_objects"]}) or ["ship"]
     visual = backbone.model.visual
     merge = visual.spatial_merge_size
-    head = torch.nn.Linear(backbone.config.text_config.hidden_size, 2 * len(classes))
+    head = torch.nn.Linear(backbone.config.text_config.hidden_size, 2 * len(classes) + 2)
     params = list(visual.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     # positives are rare (a few cells of 64): weight them up so the map is not learned as all-zero
-    pos_weight = torch.tensor([8.0] * len(classes) + [3.0] * len(classes))
+    pos_weight = torch.tensor([8.0] * len(classes) + [3.0] * len(classes) + [1.0, 1.0])
     rng = np.random.default_rng(seed)
     visual.train()
     bar = None
@@ -79,9 +90,10 @@ def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batc
         enc = processor.image_processor(images=pics, return_tensors="pt")
         feats = visual(enc["pixel_values"], grid_thw=enc["image_grid_thw"]).pooler_output  # merged tokens, in order
         feats = torch.cat(list(feats)) if isinstance(feats, (tuple, list)) else feats
-        target = torch.cat([torch.from_numpy(box_maps(
-            r["meta"]["frame_objects"], classes, (p.height, p.width), (int(g[1]) // merge, int(g[2]) // merge)))
-            for r, p, g in zip(batch, pics, enc["image_grid_thw"])])
+        grids = [(int(g[1]) // merge, int(g[2]) // merge) for g in enc["image_grid_thw"]]
+        target = torch.cat([torch.from_numpy(np.concatenate([
+            box_maps(r["meta"]["frame_objects"], classes, (p.height, p.width), grid), position_maps(grid)], axis=1))
+            for r, p, grid in zip(batch, pics, grids)])
         loss = F.binary_cross_entropy_with_logits(head(feats.float()), target, pos_weight=pos_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
