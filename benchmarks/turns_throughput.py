@@ -1,8 +1,8 @@
 """Supervised answers per second: one question per sequence (the official format) vs several questions
 about the same image in one conversation (``data.turns_per_image``), in one run.
 
-Data: a synthetic world built into a dataset (frame 224, count / locate / classify records, i.e. the
-demo's stage-0 mix). Model: the ``small`` preset with the whole backbone trainable
+Data: a synthetic world built into a dataset (frame 224, count / locate / classify records: the short
+answers, where the shared image and prompt cost the most). Model: the ``small`` preset with the whole backbone trainable
 (``configs/tiny-cpu/stage0.yaml``, built by ``fusar_gpt.train.build_model``). One step =
 ``Collator`` + ``token_loss`` + backward + clipping + AdamW, exactly the training loop's work.
 

@@ -241,7 +241,8 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     if progress and accelerator.is_main_process:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=step, desc=f"stage {recipe.stage}", unit="step")
+        desc = "backbone" if recipe.trains == "backbone" else f"stage {recipe.stage}"
+        bar = tqdm(total=total, initial=step, desc=desc, unit="step")
     last = {}
     end = min(total, stop_after) if stop_after else total
     while step < end:
