@@ -24,7 +24,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 @dataclass
 class DemoSettings:
-    scenes: int = 2000
+    scenes: int = 1600
     sites: int = 8
     max_targets: int = 3       # per class and scene (the realistic world has 5)
     clutter: float = 0.25      # look-alike density (realistic: 1)
@@ -34,9 +34,9 @@ class DemoSettings:
     frame: int = 224
     preset: str = "small"
     warmup_steps: int = 200    # stage 0: vision warm-up steps (16 images each)
-    stage0_steps: int = 220
+    stage0_steps: int = 200
     stage1_steps: int = 40
-    stage2_steps: int = 50
+    stage2_steps: int = 40
     # stages I and II continue a model that can already see: small steps, as the paper's 1e-4 / 1e-5 on 7B
     # (the CPU recipes' 1e-3 / 5e-4 are for LoRA on a random LLM and wreck a trained one: loss 0.5 -> 11)
     stage1_lr: float = 2e-4
