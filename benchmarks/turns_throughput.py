@@ -25,6 +25,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -39,15 +40,14 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TASKS = ["count", "locate", "classify"]
 
 
-class _Acc:  # the single-process stand-in for accelerate that token_loss needs
-    num_processes = 1
+ONE_PROCESS = SimpleNamespace(num_processes=1)  # what token_loss needs of an Accelerator on one process
 
 
 def _step(model, optimizer, collate, items) -> int:
     from fusar_gpt.train import token_loss
 
     batch = collate(items)
-    loss, _, n_tok = token_loss(model, batch, _Acc())
+    loss, _, n_tok = token_loss(model, batch, ONE_PROCESS)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()

@@ -102,7 +102,7 @@ def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
     model = FusarGPT(backbone, tlm.float(), processor)
     if source is not None and (source / "adapter" / "adapter_config.json").exists():
         model.backbone = load_adapter(backbone, source, trainable=True)
-    elif "lora" in recipe.trains and not full:
+    elif "lora" in recipe.trains:
         add_lora(model, r=recipe.lora.r, alpha=recipe.lora.alpha, dropout=recipe.lora.dropout)
     if recipe.model.gradient_checkpointing:
         kwargs = {"use_reentrant": False}

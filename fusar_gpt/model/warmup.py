@@ -16,7 +16,6 @@ is a stand-in for pretraining, not a SAR method.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +54,9 @@ def position_maps(grid: tuple[int, int]) -> np.ndarray:
 def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batch_size: int = 16, lr: float = 2e-3,
                    seed: int = 0, progress: bool = False) -> dict:
     """Train ``backbone``'s vision tower in place on the box maps of ``records`` (one per image is enough);
-    returns ``{"steps", "loss_first", "loss_last", "images"}``."""
+    returns ``{"steps", "images", "classes", "loss_first", "loss_last"}``."""
+    from transformers import get_scheduler
+
     from ..data.dataset import read_image
 
     by_image = {}
@@ -71,9 +72,7 @@ def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batc
     head = torch.nn.Linear(backbone.config.text_config.hidden_size, 2 * len(classes) + 2)
     params = list(visual.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = get_scheduler("cosine", opt, num_warmup_steps=max(1, steps // 20), num_training_steps=steps)
     # positives are rare (a few cells of 64): weight them up so the map is not learned as all-zero
     pos_weight = torch.tensor([8.0] * len(classes) + [3.0] * len(classes) + [1.0, 1.0])
     rng = np.random.default_rng(seed)
