@@ -180,6 +180,13 @@ def test_synth_and_build_commands(tmp_path, capsys, monkeypatch):
     assert "--merge" in capsys.readouterr().out
     assert main(["build", "--merge", str(tmp_path / "ds")]) == 0
     line = capsys.readouterr().out
+    empty = tmp_path / "empty"
+    assert main(["synth", str(empty), "--scenes", "2", "--sites", "2", "--max-targets", "0", "--clutter", "0",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["annotations"] == 0
+    assert json.loads((empty / "world.json").read_text())["parameters"]["clutter"] == 0.0
+    assert main(["synth", str(tmp_path / "bad"), "--clutter", "-1"]) == 2
+    assert "clutter" in capsys.readouterr().err
     assert "records (count" in line and "0 quarantined" in line
     assert (tmp_path / "ds" / "manifest.jsonl").read_text().count("\n") == 3 * 4  # 2 classes x (count, detect)
 

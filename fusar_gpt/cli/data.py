@@ -8,7 +8,8 @@ import re
 EXAMPLES = {
     "synth": """examples:
   fusar-gpt synth world/ --scenes 40 --seed 0          # AEF tiles, SAR GeoTIFFs, COCO annotations
-  fusar-gpt synth big/ --scenes 2000 --sites 8 --json""",
+  fusar-gpt synth big/ --scenes 2000 --sites 8 --json
+  fusar-gpt synth easy/ --scenes 1600 --sites 8 --max-targets 3 --clutter 0.25   # the demo's easier world""",
     "build": """examples:
   fusar-gpt build --images world/images --annotations world/annotations.json --aef world/aef --out ds/
   fusar-gpt build --images scenes.txt --annotations voc/ --format voc --aef /data/aef --out ds/ \\
@@ -28,6 +29,10 @@ def add_parsers(sub, fmt) -> None:
     s.add_argument("--scenes", type=int, default=40, help="SAR images to write (default 40)")
     s.add_argument("--sites", type=int, default=4, help="sites (each its own AEF tile and UTM zone; default 4)")
     s.add_argument("--seed", type=int, default=0, help="the same seed gives the same world")
+    s.add_argument("--max-targets", type=int, default=5,
+                   help="ships and planes per class and scene, each drawn from 0..N (default 5)")
+    s.add_argument("--clutter", type=float, default=1.0,
+                   help="density of unannotated look-alikes (buildings, tanks): 1 realistic (default), 0 none")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     b = sub.add_parser("build", help="build SAR-text-AEF triplets: a dataset directory (manifest + images + anchors)",
@@ -62,7 +67,8 @@ def add_parsers(sub, fmt) -> None:
 def cmd_synth(args) -> int:
     from ..data.synth import make_world
 
-    summary = make_world(args.out, scenes=args.scenes, seed=args.seed, sites=args.sites, progress=not args.json)
+    summary = make_world(args.out, scenes=args.scenes, seed=args.seed, sites=args.sites, max_targets=args.max_targets,
+                         clutter=args.clutter, progress=not args.json)
     print(json.dumps(summary, default=str) if args.json else
           f"wrote {args.scenes} scenes over {args.sites} sites to {args.out}")
     return 0
