@@ -20,7 +20,8 @@ MAX_NEW_TOKENS = {"count": 8, "locate": 32, "classify": 12, "detect": 160, "capt
 
 
 def load_run(run, device: str = "cpu"):
-    """The FusarGPT of a run directory: base weights by path, TLM and adapter from the run, eval mode."""
+    """The FusarGPT of a run directory, in eval mode: base weights by path, TLM and adapter from the run; a
+    whole-backbone run (``trainable: backbone``) carries its own weights in RUN/model, which replace the base."""
     import yaml
 
     from .model.backbone import load_backbone
@@ -32,7 +33,8 @@ def load_run(run, device: str = "cpu"):
     if not cfg_path.exists():
         raise FileNotFoundError(f"{run} is not a run directory (no config.yaml)")
     cfg = yaml.safe_load(cfg_path.read_text())
-    backbone, processor = load_backbone(cfg["model"]["base"], attn_implementation=cfg["model"].get(
+    weights = run / "model" if (run / "model" / "config.json").exists() else cfg["model"]["base"]
+    backbone, processor = load_backbone(weights, attn_implementation=cfg["model"].get(
         "attn_implementation"))
     if (run / "adapter" / "adapter_config.json").exists():
         backbone = load_adapter(backbone, run)
