@@ -10,11 +10,12 @@ import argparse
 import sys
 
 from . import __version__
-from .cli import data, geo, model, scoring
+from .cli import data, geo, infer, model, scoring
 
-_ALL_EXAMPLES = {**model.EXAMPLES, **geo.EXAMPLES, **data.EXAMPLES, **scoring.EXAMPLES}
+_ALL_EXAMPLES = {**model.EXAMPLES, **geo.EXAMPLES, **data.EXAMPLES, **scoring.EXAMPLES, **infer.EXAMPLES}
 EXAMPLES = {name: _ALL_EXAMPLES[name] for name in ("demo", "aef", "synth", "build", "train", "score", "eval",
-                                                   "compare", "import-official")}
+                                                   "compare", "ask", "detect-scene", "serve", "export",
+                                                   "import-official")}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         description="FUSAR-GPT: SAR vision-language model with AlphaEarth priors fused by TLM.",
         epilog="examples:\n  fusar-gpt demo\n"
                "  fusar-gpt aef sample --aef ROOT --bbox 4.49,43.57,4.55,43.61 --year 2024\n"
+               "  fusar-gpt ask runs/s2 scene.tif \"How many ships?\" --aef ROOT\n"
                "  fusar-gpt import-official SRC --out RUN\n\n"
                "Run 'fusar-gpt COMMAND --help' for a command's options.")
     p.add_argument("--version", action="version", version=f"fusar-gpt {__version__}")
@@ -33,13 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     data.add_parsers(sub, fmt)
     model.add_train_parser(sub, fmt)
     scoring.add_parsers(sub, fmt)
+    infer.add_parsers(sub, fmt)
     model.add_import_official_parser(sub, fmt)
     return p
 
 
 COMMANDS = {"demo": model.cmd_demo, "synth": data.cmd_synth, "build": data.cmd_build, "train": model.cmd_train,
             "eval": scoring.cmd_eval, "score": scoring.cmd_score, "compare": scoring.cmd_compare, "aef": geo.cmd_aef,
-            "import-official": model.cmd_import_official}
+            "import-official": model.cmd_import_official, "ask": infer.cmd_ask, "detect-scene": infer.cmd_detect_scene,
+            "serve": infer.cmd_serve, "export": infer.cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,8 @@ def test_help_lists_exactly_the_working_commands(capsys):
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "examples:" in capsys.readouterr().out
-    assert set(COMMANDS) == {"demo", "synth", "build", "train", "eval", "score", "compare", "aef", "import-official"}
+    assert set(COMMANDS) == {"demo", "synth", "build", "train", "eval", "score", "compare", "aef", "import-official",
+                             "ask", "detect-scene", "serve", "export"}
 
 
 def test_console_script_entry_point_runs():

@@ -1,0 +1,230 @@
+"""Whole-scene detection: tile a SAR scene far larger than the model frame, detect per tile, merge, map to lon/lat.
+
+The model answers about one model frame at a time, so a scene is cut into overlapping tiles
+(``geo.frame.chip_windows``), each read on its own window (a scene never has to fit in memory), given its
+own stretch and its own AEF anchors (sampled over the tile's own geotransform, as training chips were), and
+asked the canonical detect question once per class. Boxes come back in the model frame; ``FrameMap`` and
+``Chip`` take them to scene pixels and the scene's geotransform to lon/lat.
+
+Overlaps see an object twice, and a tile cut sees only part of it. Merging is greedy suppression per class:
+boxes that do not touch an inner tile edge (whole objects) come first, larger before smaller; a later box
+is dropped when its IoU with a kept box reaches ``iou``, or when it touches an inner tile edge and lies
+mostly (``contain``) inside a kept box: the cut-off piece of an object another tile saw whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data.tasks import DETECT_QUESTIONS, parse_boxes, plural
+from .geo import GeoError
+
+DETECT_QUESTION = DETECT_QUESTIONS[0]
+DEFAULT_MAX_NEW_TOKENS = 512
+
+
+@dataclass
+class Detection:
+    box: np.ndarray          # scene pixels, float xyxy
+    label: str
+    tile: int                # index of the tile that saw it
+    cut: bool = False        # touches an inner tile edge: the object may go on in the neighbouring tile
+
+
+def _iou_and_cover(box: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of ``box`` with each kept box, and the share of ``box`` that each kept box covers."""
+    ix = np.clip(np.minimum(box[2], kept[:, 2]) - np.maximum(box[0], kept[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], kept[:, 3]) - np.maximum(box[1], kept[:, 1]), 0, None)
+    inter = ix * iy
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (kept[:, 2] - kept[:, 0]) * (kept[:, 3] - kept[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9), inter / max(area, 1e-9)
+
+
+def merge(dets: list[Detection], iou: float = 0.5, contain: float = 0.5) -> list[Detection]:
+    """Greedy per-class suppression across tiles (see the module docstring); the order of the result is
+    whole objects first, then by area, per label in first-seen order."""
+    if not 0 < iou <= 1 or not 0 < contain <= 1:
+        raise ValueError(f"iou and contain must be in (0, 1], got {iou} and {contain}")
+    out: list[Detection] = []
+    for label in dict.fromkeys(d.label for d in dets):
+        mine = [d for d in dets if d.label == label]
+        mine.sort(key=lambda d: (d.cut, -float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))))
+        kept: list[Detection] = []
+        for d in mine:
+            if kept:
+                overlap, cover = _iou_and_cover(d.box, np.stack([k.box for k in kept]))
+                if (overlap >= iou).any() or (d.cut and (cover >= contain).any()):
+                    continue
+            kept.append(d)
+        out += kept
+    return out
+
+
+def _scene_header(path: Path):
+    """Size, CRS, geotransform and date of a scene without reading its pixels."""
+    import rasterio
+    from rasterio.errors import RasterioError
+    from rasterio.transform import from_gcps
+
+    from .geo.raster import acquisition_date
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such scene file")
+    try:
+        with rasterio.open(path) as ds:
+            gcps, gcp_crs = ds.gcps
+            if ds.crs is not None and not ds.transform.is_identity:
+                crs, transform = ds.crs, ds.transform
+            elif gcps and gcp_crs is not None:
+                crs, transform = gcp_crs, from_gcps(gcps)
+            else:
+                raise GeoError(f"{path}: has no georeference (no CRS and transform, no GCPs); detections could "
+                               f"not be placed on the map")
+            return ds.width, ds.height, crs, transform, acquisition_date({**ds.tags(), **ds.tags(1)}, path)
+    except RasterioError as err:
+        raise GeoError(f"{path}: not a readable raster ({' '.join(str(err).split())})") from None
+
+
+def pixels_to_lonlat(crs, transform, cols, rows) -> tuple[np.ndarray, np.ndarray]:
+    from .geo.aef import crs_key, to_lonlat
+
+    t = transform
+    cols, rows = np.asarray(cols, np.float64), np.asarray(rows, np.float64)
+    x, y = t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+    lon, lat = to_lonlat(crs_key(crs), x, y)
+    return np.asarray(lon), np.asarray(lat)
+
+
+def polygon(crs, transform, box) -> list[list[float]]:
+    """The box's outline as a closed lon/lat ring, counter-clockwise (RFC 7946's right-hand rule)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    lon, lat = pixels_to_lonlat(crs, transform, [x1, x2, x2, x1], [y1, y1, y2, y2])
+    ring = [[float(a), float(b)] for a, b in zip(lon, lat)]
+    signed = sum(ring[i][0] * ring[(i + 1) % 4][1] - ring[(i + 1) % 4][0] * ring[i][1] for i in range(4))
+    if signed < 0:
+        ring.reverse()
+    return ring + [ring[0]]
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def detect_scene(model, settings, scene, out, *, classes=("ship", "plane"), store=None, no_aef: bool = False,
+                 year: int | None = None, tile: int | None = None, overlap: int = 64, batch_size: int = 8,
+                 iou: float = 0.5, coco=None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 progress: bool = False) -> dict:
+    """Detect ``classes`` over a whole GeoTIFF and write a GeoJSON FeatureCollection (EPSG:4326) to ``out``
+    (and a COCO file in scene pixels to ``coco``). ``tile`` (scene pixels, default the model frame) tiles
+    overlap by ``overlap`` pixels; ``batch_size`` prompts (tile x class) share one ``generate`` call.
+    ``model`` is anything with FusarGPT's ``answer(images, questions, priors, max_new_tokens=...)``."""
+    from tqdm import tqdm
+
+    from .geo.frame import chip_windows, read_chip, to_model_frame
+    from .geo.radiometry import to_uint8
+    from .infer import Prepared, answer
+
+    scene, out = Path(scene), Path(out)
+    classes = [c.strip() for c in ([classes] if isinstance(classes, str) else classes)]
+    if not classes or not all(classes) or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct non-empty names, got {classes}")
+    for target in [out] + ([Path(coco)] if coco else []):
+        if not target.parent.is_dir():
+            raise FileNotFoundError(f"{target}: its folder {target.parent} does not exist")
+    tile = int(tile or settings.frame)
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise ValueError(f"tile must be positive and overlap in [0, tile); got tile {tile}, overlap {overlap}")
+    width, height, crs, transform, date = _scene_header(scene)
+    year = year if year is not None else (date.year if date else None)
+    if not no_aef:
+        if store is None:
+            raise ValueError("no AEF prior: give an AEF root, or detect without AEF (no-aef)")
+        if year is None:
+            raise ValueError(f"{scene}: no acquisition date in the file's tags or name; give the year")
+    chips = chip_windows(width, height, tile, overlap, transform)
+    jobs = [(k, c) for k in range(len(chips)) for c in classes]
+
+    cache: dict[int, tuple] = {}
+    dets: list[Detection] = []
+    skipped, unparsed = set(), 0
+    bar = tqdm(total=len(jobs), desc="detecting", unit="prompt", disable=not progress)
+    for s in range(0, len(jobs), batch_size):
+        batch = []
+        cache = {k: v for k, v in cache.items() if k in {j for j, _ in jobs[s:s + batch_size]}}
+        for k, label in jobs[s:s + batch_size]:
+            if k in skipped:
+                continue
+            if k not in cache:
+                chip = chips[k]
+                try:
+                    img = read_chip(scene, chip)
+                except GeoError as err:
+                    if "no valid pixels" not in str(err):
+                        raise
+                    skipped.add(k)  # all nodata: nothing to see, nothing to ask
+                    continue
+                pixels, _, fmap = to_model_frame(to_uint8(img, fixed=settings.stretch), settings.frame)
+                anchors = None if no_aef else store.sample_raster(crs, chip.transform, chip.width, chip.height,
+                                                                  int(year), grid=settings.grid)
+                cache[k] = (Prepared(pixels, anchors, f"{scene.name}#{k}"), fmap)
+            batch.append((k, label))
+        bar.update(len(jobs[s:s + batch_size]))
+        if not batch:
+            continue
+        texts = answer(model, [cache[k][0] for k, _ in batch],
+                       [DETECT_QUESTION.format(plural=plural(label), singular=label) for _, label in batch],
+                       max_new_tokens=max_new_tokens, batch_size=len(batch))
+        for (k, label), text in zip(batch, texts):
+            boxes = parse_boxes(text)
+            if boxes is None:
+                unparsed += 1
+                continue
+            chip, fmap = chips[k], cache[k][1]
+            for b in boxes:
+                (fx1, fx2), (fy1, fy2) = sorted(b["bbox_2d"][0::2]), sorted(b["bbox_2d"][1::2])
+                x1, y1, x2, y2 = chip.to_scene(fmap.to_source([fx1, fy1, fx2, fy2]))[0]
+                if x2 - x1 <= 0 or y2 - y1 <= 0:
+                    continue
+                cut = ((chip.col_off > 0 and x1 <= chip.col_off + 1)
+                       or (chip.col_off + chip.width < width and x2 >= chip.col_off + chip.width - 1)
+                       or (chip.row_off > 0 and y1 <= chip.row_off + 1)
+                       or (chip.row_off + chip.height < height and y2 >= chip.row_off + chip.height - 1))
+                dets.append(Detection(np.array([x1, y1, x2, y2]), label, k, bool(cut)))
+    bar.close()
+    merged = merge(dets, iou=iou)
+
+    features = []
+    for d in merged:
+        c = chips[d.tile]
+        features.append({"type": "Feature",
+                         "geometry": {"type": "Polygon", "coordinates": [polygon(crs, transform, d.box)]},
+                         "properties": {"label": d.label, "tile": d.tile,
+                                        "tile_window": [c.col_off, c.row_off, c.width, c.height],
+                                        "bbox_px": [round(float(v), 2) for v in d.box]}})
+    geojson = {"type": "FeatureCollection", "scene": str(scene), "year": year, "classes": classes,
+               "features": features}
+    if coco:
+        cats = {c: i + 1 for i, c in enumerate(classes)}
+        anns = [{"id": i + 1, "image_id": 1, "category_id": cats[d.label],
+                 "bbox": [round(float(d.box[0]), 2), round(float(d.box[1]), 2), round(float(d.box[2] - d.box[0]), 2),
+                          round(float(d.box[3] - d.box[1]), 2)],
+                 "area": round(float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])), 2), "iscrowd": 0,
+                 "tile": d.tile} for i, d in enumerate(merged)]
+        _write_json(Path(coco), {"images": [{"id": 1, "file_name": scene.name, "width": width, "height": height}],
+                                 "categories": [{"id": i, "name": c} for c, i in cats.items()],
+                                 "annotations": anns})
+    _write_json(out, geojson)
+    return {"scene": str(scene), "width": width, "height": height, "tiles": len(chips), "skipped_tiles": len(skipped),
+            "prompts": len(jobs) - len(skipped) * len(classes), "unparsed": unparsed, "raw_detections": len(dets),
+            "detections": len(merged), "out": str(out), "coco": str(coco) if coco else None}

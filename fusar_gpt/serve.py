@@ -1,0 +1,314 @@
+"""An OpenAI-compatible HTTP API for a trained model (``fusar-gpt serve``), with dynamic batching.
+
+vLLM and its kin cannot run the TLM, so this small server does the three things a deployment needs:
+- **the API other tools already speak**: ``POST /v1/chat/completions`` (one user turn: one image + text),
+  ``GET /v1/models``, ``GET /health``; images as base64 data URLs or as paths under an allowed root; the
+  place and year as extra fields (``bbox`` + ``year``, ``anchors``, ``no_aef``) or from a GeoTIFF itself;
+- **dynamic batching**: requests that arrive together share one ``generate`` call (:class:`Batcher`), which
+  is where a GPU's throughput comes from; greedy decoding is exact per row, so each request is cut to its
+  own ``max_tokens`` afterwards and answers exactly as it would alone;
+- **safety**: a bearer token unless auth is explicitly off on loopback, limits on body size, image pixels,
+  ``max_tokens``, queue length and time, and OpenAI-style JSON errors with the right status codes (the
+  traceback of an unexpected error goes to the server log, never to the client).
+Request parsing lives in ``serve_api.py``; this module holds the batcher, the app and the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hmac
+import ipaddress
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from .serve_api import ApiError, parse_chat, prepare_request
+
+log = logging.getLogger("fusar_gpt.serve")
+API_KEY_ENV = "FUSAR_GPT_API_KEY"
+
+
+@dataclass
+class ServeConfig:
+    model_name: str = "fusar-gpt"
+    api_key: str | None = None
+    no_auth: bool = False                   # allowed on loopback only
+    host: str = "127.0.0.1"
+    image_root: str | None = None           # server-side image paths must resolve under it (None: refused)
+    max_body_bytes: int = 32 * 2**20
+    max_image_pixels: int = 10000 * 10000
+    max_tokens: int = 1024                  # cap on a request's max_tokens
+    default_max_tokens: int = 256
+    timeout_s: float = 120.0
+    max_batch: int = 8
+    batch_wait_ms: float = 5.0
+    max_queue: int = 256
+    settings: object = None                 # infer.Settings of the model
+    store: object = field(default=None, repr=False)  # AEFStore or None
+
+    def check(self) -> None:
+        """Refuse configurations that would serve a model to the network without a token, or cannot work."""
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("the API key is empty")
+        if self.api_key and self.no_auth:
+            raise ValueError("an API key and no-auth contradict each other: give one")
+        if not self.api_key and not self.no_auth:
+            raise ValueError(f"an API key is required: pass --api-key or set {API_KEY_ENV} (auth may be turned off "
+                             f"with --no-auth only on a loopback host)")
+        if self.no_auth and not is_loopback(self.host):
+            raise ValueError(f"--no-auth is allowed only on a loopback host (127.0.0.1, ::1, localhost), not on "
+                             f"{self.host!r}: anyone on the network could use the model")
+        for name in ("max_body_bytes", "max_image_pixels", "max_tokens", "default_max_tokens", "max_batch",
+                     "max_queue"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.default_max_tokens > self.max_tokens:
+            raise ValueError(f"default max tokens {self.default_max_tokens} is above the cap {self.max_tokens}")
+        if not self.timeout_s > 0 or self.batch_wait_ms < 0:
+            raise ValueError("the timeout must be positive and the batch wait non-negative")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class _Job:
+    item: object            # infer.Prepared
+    question: str
+    max_tokens: int
+    future: concurrent.futures.Future
+
+
+class Batcher:
+    """One worker thread that owns the model: it takes the first waiting request, gathers whatever else
+    arrives within ``wait_s`` (up to ``max_batch``), answers them in one ``generate`` call and starts again.
+    Requests whose client gave up (cancelled futures) are dropped before they cost anything."""
+
+    def __init__(self, model, max_batch: int = 8, wait_s: float = 0.005, max_queue: int = 256) -> None:
+        self.model, self.max_batch, self.wait_s = model, int(max_batch), float(wait_s)
+        self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.generate_calls = 0
+        self.answered = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fusar-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, item, question: str, max_tokens: int) -> concurrent.futures.Future:
+        job = _Job(item, question, int(max_tokens), concurrent.futures.Future())
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            raise ApiError(503, "the server is busy (request queue full); retry later", "server_busy") from None
+        return job.future
+
+    def close(self) -> None:
+        self._stop.set()
+        self.queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            first = self.queue.get()
+            if first is None:
+                return
+            jobs = [first]
+            deadline = time.monotonic() + self.wait_s
+            while len(jobs) < self.max_batch:
+                try:
+                    nxt = self.queue.get(timeout=max(deadline - time.monotonic(), 0)) if self.wait_s else \
+                        self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._stop.set()
+                    break
+                jobs.append(nxt)
+            jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]
+            if not jobs:
+                continue
+            try:
+                results = self.generate(jobs)
+            except Exception as err:  # reported to each waiting request as a 500; the traceback stays in the log
+                log.exception("generation failed")
+                for j in jobs:
+                    j.future.set_exception(err)
+                continue
+            for j, r in zip(jobs, results):
+                j.future.set_result(r)
+
+    def generate(self, jobs: list[_Job]) -> list[dict]:
+        """One ``generate`` over the jobs (longest ``max_tokens``), each row cut back to its own limit."""
+        import torch
+
+        from .infer import priors_of
+        from .model.fusar import build_inputs
+
+        model = self.model
+        tok = model.processor.tokenizer
+        eos = model.base.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {tok.convert_tokens_to_ids("<|im_end|>")}
+        batch = build_inputs(model.processor, [j.item.image for j in jobs], [j.question for j in jobs])
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        priors = priors_of([j.item for j in jobs], model.tlm.prior_dim)
+        with torch.no_grad():
+            out = model.generate(**batch, priors=priors, max_new_tokens=max(j.max_tokens for j in jobs),
+                                 do_sample=False)
+        self.generate_calls += 1
+        self.answered += len(jobs)
+        prompt = batch["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for j, row, n_prompt in zip(jobs, out[:, batch["input_ids"].shape[1]:].tolist(), prompt):
+            stop = next((i for i, t in enumerate(row) if t in eos), None)
+            ids = row[:stop] if stop is not None and stop < j.max_tokens else row[:j.max_tokens]
+            finish = "stop" if stop is not None and stop < j.max_tokens else "length"
+            results.append({"text": tok.decode(ids, skip_special_tokens=True).strip(), "finish_reason": finish,
+                            "prompt_tokens": int(n_prompt), "completion_tokens": len(ids)})
+        return results
+
+
+def _error(status: int, message: str, kind: str, headers: dict | None = None):
+    from fastapi.responses import JSONResponse
+
+    types = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+             404: "not_found_error", 413: "request_too_large", 503: "server_busy", 504: "timeout"}
+    return JSONResponse({"error": {"message": message, "type": types.get(status, "server_error"), "param": None,
+                                   "code": kind}}, status_code=status, headers=headers)
+
+
+def make_app(model, config: ServeConfig):
+    """The FastAPI app; its batcher thread starts here (``app.state.batcher``)."""
+    from fastapi import FastAPI, Request
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+
+    config.check()
+    app = FastAPI(title="fusar-gpt", docs_url=None, redoc_url=None, openapi_url=None)
+    batcher = Batcher(model, config.max_batch, config.batch_wait_ms / 1000, config.max_queue)
+    app.state.batcher, app.state.config = batcher, config
+    created = int(time.time())
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, err: ApiError):
+        return _error(err.status, err.message, err.code, err.headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request, err: HTTPException):
+        return _error(err.status_code, str(err.detail), "http_error")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, err: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, "internal server error (details are in the server log)", "internal_error")
+
+    def authorize(request: Request) -> None:
+        if config.no_auth:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), config.api_key.encode()):
+            raise ApiError(401, "missing or wrong API key (send 'Authorization: Bearer KEY')", "invalid_api_key",
+                           {"WWW-Authenticate": "Bearer"})
+
+    async def read_body(request: Request) -> bytes:
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > config.max_body_bytes:
+            raise ApiError(413, f"request body of {size} bytes is above the limit of {config.max_body_bytes}",
+                           "body_too_large")
+        chunks, n = [], 0
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > config.max_body_bytes:
+                raise ApiError(413, f"request body is above the limit of {config.max_body_bytes} bytes",
+                               "body_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": config.model_name, "queued": batcher.queue.qsize(),
+                "generate_calls": batcher.generate_calls, "answered": batcher.answered}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        authorize(request)
+        return {"object": "list", "data": [{"id": config.model_name, "object": "model", "created": created,
+                                            "owned_by": "fusar-gpt"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        authorize(request)
+        started = time.monotonic()
+        req = parse_chat(await read_body(request), config)
+
+        async def work():
+            item = await run_in_threadpool(prepare_request, req, config)
+            return await asyncio.wrap_future(batcher.submit(item, req["question"], req["max_tokens"]))
+
+        try:
+            result = await asyncio.wait_for(work(), timeout=max(config.timeout_s - (time.monotonic() - started), 0))
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"no answer within the server's timeout of {config.timeout_s:g} s",
+                           "timeout") from None
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": config.model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
+                             "finish_reason": result["finish_reason"]}],
+                "usage": {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_tokens"],
+                          "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}}
+
+    return app
+
+
+class BackgroundServer:
+    """uvicorn on a loopback socket in a thread: what tests and the benchmark talk to (``with ... as port``)."""
+
+    def __init__(self, app, host: str = "127.0.0.1") -> None:
+        import socket
+
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> int:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.port
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def serve(path, config: ServeConfig, *, port: int = 8000, aef: str | None = None, aef_index: str | None = None,
+          device: str = "cpu") -> None:
+    """Load the run (or exported model), check the configuration, and serve until interrupted."""
+    import uvicorn
+
+    from .infer import load_model
+
+    config.check()  # before loading gigabytes of weights
+    if aef:
+        from .geo.aef import AEFStore
+
+        config.store = AEFStore(aef, index=aef_index)
+    model, config.settings = load_model(path, device)
+    app = make_app(model, config)
+    log.info("serving %s on %s:%d", config.model_name, config.host, port)
+    uvicorn.run(app, host=config.host, port=port, log_level="info", lifespan="off")

@@ -1,0 +1,180 @@
+"""Reading an OpenAI chat-completions request into one model input, with every refusal a clear JSON error.
+
+The model answers one question about one image, so a request is one user message holding one image part
+and text (OpenAI's ``content`` list). The image is a base64 ``data:`` URL or a path on the server, which
+must resolve (symlinks followed) inside the configured image root: a client may name files, never
+wander the disk. The place and year come as extra body fields (``bbox`` + ``year``, ``anchors`` as arrays or
+an ``.npz`` path, or ``no_aef: true``) or from the GeoTIFF itself, exactly as ``fusar-gpt ask`` takes them.
+Decoding is greedy (answers are reproducible); sampling fields such as ``temperature`` are ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+
+
+class ApiError(Exception):
+    """A refusal with its HTTP status; the message is returned to the client as is."""
+
+    def __init__(self, status: int, message: str, code: str = "invalid_request", headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.headers = status, message, code, headers
+
+
+def _bad(message: str, code: str = "invalid_request") -> ApiError:
+    return ApiError(400, message, code)
+
+
+def _max_tokens(body: dict, config) -> int:
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    if value is None:
+        return int(config.default_max_tokens)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _bad(f"max_tokens must be a positive integer, got {value!r}")
+    if value > config.max_tokens:
+        raise _bad(f"max_tokens {value} is above this server's limit of {config.max_tokens}", "max_tokens_too_large")
+    return value
+
+
+def _content(messages) -> tuple[str, str]:
+    """(question, image URL) of the single user message."""
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages must be a non-empty list")
+    if not all(isinstance(m, dict) for m in messages):
+        raise _bad("each message must be an object with role and content")
+    roles = [m.get("role") for m in messages]
+    if roles != ["user"]:
+        raise _bad(f"one user message per request (the model answers one question about one image, with its own "
+                   f"system prompt); got roles {roles}")
+    content = messages[0].get("content")
+    if isinstance(content, str):
+        raise _bad("the user message has no image: send content as a list with an image_url part and a text part")
+    if not isinstance(content, list):
+        raise _bad("message content must be a string or a list of parts")
+    texts, images = [], []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str) or not url:
+                raise _bad("an image_url part needs a url string")
+            images.append(url)
+        else:
+            raise _bad(f"unsupported content part {json.dumps(part)[:80]} (text and image_url parts only)")
+    if len(images) != 1:
+        raise _bad(f"exactly one image per request, got {len(images)}")
+    question = " ".join(t.strip() for t in texts if t.strip())
+    if not question:
+        raise _bad("the user message has no question text")
+    return question, images[0]
+
+
+def _image(url: str) -> dict:
+    if url.startswith("data:"):
+        header, sep, payload = url.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise _bad("image data URLs must be base64: data:image/png;base64,...")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad("the image data URL is not valid base64") from None
+        if not data:
+            raise _bad("the image data URL is empty")
+        return {"data": data}
+    if url.startswith(("http://", "https://")):
+        raise _bad("remote image URLs are not fetched: send the image as a base64 data URL, or a path under the "
+                   "server's image root")
+    return {"path": url[len("file://"):] if url.startswith("file://") else url}
+
+
+def _geo(body: dict) -> dict:
+    from .geo import GeoError, check_bbox
+    from .geo.anchors import Anchors
+
+    geo = {"no_aef": body.get("no_aef", False)}
+    if not isinstance(geo["no_aef"], bool):
+        raise _bad("no_aef must be true or false")
+    year = body.get("year")
+    if year is not None and (isinstance(year, bool) or not isinstance(year, int)):
+        raise _bad(f"year must be an integer, got {year!r}")
+    geo["year"] = year
+    try:
+        geo["bbox"] = None if body.get("bbox") is None else check_bbox(body["bbox"])
+        anchors = body.get("anchors")
+        if isinstance(anchors, dict):
+            geo["anchors"] = Anchors(anchors.get("features"), anchors.get("positions"),
+                                     anchors.get("mask", [True] * len(anchors.get("positions") or [])))
+        elif isinstance(anchors, str):
+            geo["anchors_path"] = anchors
+        elif anchors is not None:
+            raise _bad("anchors must be {features, positions[, mask]} arrays or the path of an .npz file")
+    except (GeoError, TypeError, ValueError) as err:
+        raise _bad(" ".join(str(err).split())) from None
+    if geo["no_aef"] and (geo.get("anchors") is not None or geo.get("anchors_path")):
+        raise _bad("anchors and no_aef contradict each other: give one")
+    return geo
+
+
+def parse_chat(raw: bytes, config) -> dict:
+    """Validate a request body; returns ``{question, max_tokens, image: {data | path}, geo}``. Cheap: no file
+    is opened here, so bad requests are refused before any work."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _bad("the request body is not valid JSON", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    model = body.get("model")
+    if model is not None and model != config.model_name:
+        raise ApiError(404, f"model {model!r} does not exist; this server serves {config.model_name!r}",
+                       "model_not_found")
+    if body.get("stream"):
+        raise _bad("streaming is not supported: send stream false")
+    if body.get("n", 1) != 1:
+        raise _bad("n must be 1 (answers are greedy: every choice would be the same)")
+    question, url = _content(body.get("messages"))
+    return {"question": question, "max_tokens": _max_tokens(body, config), "image": _image(url), "geo": _geo(body)}
+
+
+def under_root(name: str, root) -> Path:
+    """The server-side file ``name`` (absolute, or relative to ``root``), refused unless it lies inside
+    ``root`` once every symlink and ``..`` is resolved."""
+    if not root:
+        raise ApiError(403, "server-side paths are disabled on this server (it has no image root); send the image "
+                            "as a base64 data URL", "paths_disabled")
+    base = Path(root).resolve()
+    path = Path(name)
+    real = (path if path.is_absolute() else base / path).resolve()
+    if not real.is_relative_to(base):
+        raise ApiError(403, f"path {name!r} is outside the server's image root", "path_not_allowed")
+    if not real.is_file():
+        raise _bad(f"no such file under the image root: {name!r}", "file_not_found")
+    return real
+
+
+def prepare_request(req: dict, config):
+    """The request's :class:`~fusar_gpt.infer.Prepared` input (runs in a worker thread: it reads files)."""
+    from .infer import InputTooLarge, prepare
+
+    geo = dict(req["geo"])
+    if geo.get("anchors_path"):
+        geo["anchors"] = under_root(geo.pop("anchors_path"), config.image_root)
+    if config.store is None and geo.get("anchors") is None and not geo["no_aef"]:
+        raise _bad("this server has no AEF store: send anchors, or no_aef: true", "no_aef_store")
+    image = req["image"]
+    try:
+        if "data" in image:
+            return prepare("uploaded image", config.settings, data=image["data"], store=config.store,
+                           max_pixels=config.max_image_pixels, **geo)
+        return prepare(under_root(image["path"], config.image_root), config.settings, store=config.store,
+                       max_pixels=config.max_image_pixels, **geo)
+    except InputTooLarge as err:
+        raise ApiError(413, str(err), "image_too_large") from None
+    except (ValueError, FileNotFoundError) as err:
+        raise _bad(" ".join(str(err).split())) from None

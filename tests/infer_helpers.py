@@ -1,0 +1,127 @@
+"""Fixtures shared by the inference, scene, server and export tests: a run directory as training writes it
+(tiny backbone, a LoRA and a TLM with non-trivial weights), a small AEF root, and SAR GeoTIFFs over it."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+import yaml
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+
+from fusar_gpt.geo.aef import lonlat_to
+from fusar_gpt.geo.aef_tiles import write_tile
+from fusar_gpt.model.backbone import load_backbone
+from fusar_gpt.model.checkpoint import save_adapter, save_tlm
+from fusar_gpt.model.fusar import FusarGPT, add_lora
+from fusar_gpt.model.tlm import TLM
+
+EPSG = 32631                      # UTM 31N, near Arles (the shared real S1 scene's place)
+WEST, NORTH = 630000.0, 4830000.0  # the AEF tile's north-west corner
+AEF_PX, AEF_SIZE = 10.0, 512       # 5.12 km of 10 m AEF pixels
+YEAR = 2024
+
+
+def make_run(root: Path, tiny_dir: Path, *, frame: int = 224, grid: int = 4, stretch=None, seed: int = 0) -> Path:
+    """``root/run`` (config.yaml, tlm.*, adapter/) and ``root/ds/build.json`` holding the inference settings.
+
+    A fresh LoRA is the identity and a fresh TLM nearly so; both get random weights here, so that merging
+    or dropping either one, or losing the priors, changes what the model says."""
+    backbone, proc = load_backbone(tiny_dir)
+    torch.manual_seed(seed)
+    model = FusarGPT(backbone, TLM(backbone.config.text_config.hidden_size), proc)
+    add_lora(model, r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.2)
+        for p in model.tlm.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    run, ds = root / "run", root / "ds"
+    ds.mkdir(parents=True, exist_ok=True)
+    (ds / "build.json").write_text(json.dumps({"config": {"frame": frame, "grid": grid, "stretch": stretch}}))
+    (ds / "manifest.jsonl").write_text("")
+    save_tlm(model.tlm, run)
+    save_adapter(model.backbone, run)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"base": str(tiny_dir), "attn_implementation": "sdpa"},
+                                                     "data": {"manifest": str(ds / "manifest.jsonl")}}))
+    return run
+
+
+def make_aef(root: Path, seed: int = 0) -> Path:
+    """One AEF tile in the bucket's layout ({year}/{zone}/*.tiff, bottom-up int8), random unit-ish vectors,
+    with a nodata strip along its west edge."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(-127, 128, size=(64, AEF_SIZE, AEF_SIZE), dtype=np.int16).astype(np.int8)
+    codes[:, :, :16] = -128
+    write_tile(root / str(YEAR) / "31N" / "tile.tiff", codes, crs=f"EPSG:{EPSG}", west=WEST, north=NORTH,
+               pixel_size=AEF_PX, block_size=64, overviews=False)
+    return root
+
+
+def write_scene(path: Path, db: np.ndarray, *, transform: Affine, crs=f"EPSG:{EPSG}", date: str | None = "2024-05-01",
+                nodata=None) -> Path:
+    """A float32 dB SAR GeoTIFF with its acquisition date in the tags."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="GTiff", width=db.shape[1], height=db.shape[0], count=1,
+                           dtype="float32", crs=crs, transform=transform, nodata=nodata, tiled=True,
+                           blockxsize=256, blockysize=256) as ds:
+            ds.write(db.astype(np.float32), 1)
+            if date:
+                ds.update_tags(ACQUISITION_DATE=date)
+                ds.update_tags(1, UNITS="dB")
+    return path
+
+
+def speckle_db(h: int, w: int, seed: int) -> np.ndarray:
+    """Sea-like background in dB (-22..-12) with a few bright points, so the stretch has something to do."""
+    rng = np.random.default_rng(seed)
+    db = rng.uniform(-22.0, -12.0, size=(h, w)).astype(np.float32)
+    for _ in range(6):
+        r, c = rng.integers(8, h - 16), rng.integers(8, w - 16)
+        db[r:r + 6, c:c + 12] = 4.0
+    return db
+
+
+def utm_scene(path: Path, size: int = 256, pixel: float = 10.0, seed: int = 1) -> Path:
+    """A UTM scene well inside the AEF tile (east of its nodata strip)."""
+    t = Affine(pixel, 0.0, WEST + 600.0, 0.0, -pixel, NORTH - 500.0)
+    return write_scene(path, speckle_db(size, size, seed), transform=t)
+
+
+def lonlat_scene(path: Path, size: int = 256, seed: int = 2) -> tuple[Path, tuple[float, float, float, float]]:
+    """A north-up EPSG:4326 scene inside the AEF tile; returns it with its lon/lat box."""
+    from fusar_gpt.geo.aef import to_lonlat
+
+    lon, lat = to_lonlat(f"EPSG:{EPSG}", np.array([WEST + 800.0, WEST + 3000.0]),
+                         np.array([NORTH - 3200.0, NORTH - 1000.0]))
+    bbox = (float(lon[0]), float(lat[0]), float(lon[1]), float(lat[1]))
+    t = Affine((bbox[2] - bbox[0]) / size, 0.0, bbox[0], 0.0, -(bbox[3] - bbox[1]) / size, bbox[3])
+    return write_scene(path, speckle_db(size, size, seed), transform=t, crs="EPSG:4326"), bbox
+
+
+def to_utm(lon, lat):
+    return lonlat_to(f"EPSG:{EPSG}", np.asarray(lon, float), np.asarray(lat, float))
+
+
+class Spy:
+    """Wraps a model's ``generate`` to count calls and keep what each call was given."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, []
+        self._orig = model.generate
+
+        def generate(*args, **kwargs):
+            self.calls.append(kwargs)
+            return self._orig(*args, **kwargs)
+
+        model.generate = generate
+
+    def restore(self) -> None:
+        self.model.generate = self._orig
