@@ -121,6 +121,21 @@ def _write_json(path: Path, obj) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def check_inputs(scene, out, coco, classes, tile, overlap, frame):
+    """Everything about a detect-scene call that can be refused before a model is loaded or a pixel read:
+    returns the class list, the tile size and the scene header."""
+    classes = [c.strip() for c in ([classes] if isinstance(classes, str) else classes)]
+    if not classes or not all(classes) or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct non-empty names, got {classes}")
+    for target in [Path(out)] + ([Path(coco)] if coco else []):
+        if not target.parent.is_dir():
+            raise FileNotFoundError(f"{target}: its folder {target.parent} does not exist")
+    tile = int(tile or frame)
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise ValueError(f"tile must be positive and overlap in [0, tile); got tile {tile}, overlap {overlap}")
+    return classes, tile, _scene_header(Path(scene))
+
+
 def detect_scene(model, settings, scene, out, *, classes=("ship", "plane"), store=None, no_aef: bool = False,
                  year: int | None = None, tile: int | None = None, overlap: int = 64, batch_size: int = 8,
                  iou: float = 0.5, coco=None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
@@ -136,16 +151,8 @@ def detect_scene(model, settings, scene, out, *, classes=("ship", "plane"), stor
     from .infer import Prepared, answer
 
     scene, out = Path(scene), Path(out)
-    classes = [c.strip() for c in ([classes] if isinstance(classes, str) else classes)]
-    if not classes or not all(classes) or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be distinct non-empty names, got {classes}")
-    for target in [out] + ([Path(coco)] if coco else []):
-        if not target.parent.is_dir():
-            raise FileNotFoundError(f"{target}: its folder {target.parent} does not exist")
-    tile = int(tile or settings.frame)
-    if tile <= 0 or not 0 <= overlap < tile:
-        raise ValueError(f"tile must be positive and overlap in [0, tile); got tile {tile}, overlap {overlap}")
-    width, height, crs, transform, date = _scene_header(scene)
+    classes, tile, (width, height, crs, transform, date) = check_inputs(scene, out, coco, classes, tile, overlap,
+                                                                        settings.frame)
     year = year if year is not None else (date.year if date else None)
     if not no_aef:
         if store is None:

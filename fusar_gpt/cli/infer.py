@@ -183,17 +183,19 @@ def cmd_ask(args) -> int:
 
 
 def cmd_detect_scene(args) -> int:
-    from ..detect import detect_scene
-    from ..infer import load_model
+    from ..detect import check_inputs, detect_scene
+    from ..infer import check_model_dir, load_model, model_settings
 
     _check_geo(args)
+    check_model_dir(args.run)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be positive")
     if not args.no_aef and not args.aef:
         raise ValueError("give --aef ROOT (the scene's place and year select the anchors), or --no-aef")
-    if not Path(args.scene).is_file():
-        raise FileNotFoundError(f"{args.scene}: no such scene file")
+    check_inputs(args.scene, args.out, args.coco, args.classes.split(","), args.tile, args.overlap,
+                 model_settings(args.run).frame)  # bad input fails before the model loads
     store = _store(args)
+    _quiet_loading(args)
     model, settings = load_model(args.run, _device(args.device))
     result = detect_scene(model, settings, args.scene, args.out, classes=args.classes.split(","), store=store,
                           no_aef=args.no_aef, year=args.year, tile=args.tile, overlap=args.overlap,
@@ -228,6 +230,7 @@ def cmd_serve(args) -> int:
 def cmd_export(args) -> int:
     from ..model.export import export_run
 
+    _quiet_loading(args)
     info = export_run(args.run, args.merge, dtype=args.dtype)
     print(json.dumps(info) if args.json else
           f"exported {args.run} -> {args.merge} (LoRA {'merged' if info['lora_merged'] else 'none'}, frame "
