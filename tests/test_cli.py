@@ -188,6 +188,8 @@ def test_synth_and_build_commands(tmp_path, capsys, monkeypatch):
     assert json.loads((empty / "world.json").read_text())["parameters"]["clutter"] == 0.0
     assert main(["synth", str(tmp_path / "bad"), "--clutter", "-1"]) == 2
     assert "clutter" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "bad"), "--min-targets", "3", "--max-targets", "2"]) == 2
+    assert "min_targets" in capsys.readouterr().err
     assert "records (count" in line and "0 quarantined" in line
     assert (tmp_path / "ds" / "manifest.jsonl").read_text().count("\n") == 3 * 4  # 2 classes x (count, detect)
 

@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +209,21 @@ def test_missing_samples_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSAR_GPT_AEF_SAMPLES", str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="aef_samples"):
         make_world(tmp_path / "w", scenes=1, sites=1, tile_px=256, block_size=256)
+
+
+def test_min_targets_fills_every_scene_with_room(coco, tmp_path):
+    """The demo's easier world: one ship wherever there is water and one plane wherever there is a runway (unless
+    none fits), so per class and image there is 0 or 1, and no fewer images hold a target than in the realistic world."""
+    summary = make_world(tmp_path / "one", seed=0, min_targets=1, max_targets=1, **dict(SMALL, scenes=4))
+    ann = json.loads((tmp_path / "one" / "annotations.json").read_text())
+    per = Counter((a["image_id"], a["category_id"]) for a in ann["annotations"])
+    assert per and max(per.values()) == 1
+    realistic = {(a["image_id"], a["category_id"]) for a in coco["annotations"] if a["image_id"] <= 4}
+    assert len(per) >= len(realistic)  # no image/class pair can draw 0 any more where there is room
+    assert json.loads((tmp_path / "one" / "world.json").read_text())["parameters"]["min_targets"] == 1
+    assert summary["annotations"] == len(per)
+    with pytest.raises(ValueError, match="min_targets"):
+        make_world(tmp_path / "bad", scenes=1, sites=1, tile_px=256, block_size=256, min_targets=3, max_targets=2)
 
 
 def test_bad_parameters_are_refused(tmp_path):

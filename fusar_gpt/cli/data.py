@@ -29,8 +29,10 @@ def add_parsers(sub, fmt) -> None:
     s.add_argument("--scenes", type=int, default=40, help="SAR images to write (default 40)")
     s.add_argument("--sites", type=int, default=4, help="sites (each its own AEF tile and UTM zone; default 4)")
     s.add_argument("--seed", type=int, default=0, help="the same seed gives the same world")
+    s.add_argument("--min-targets", type=int, default=0,
+                   help="fewest ships / planes per class wherever the class has room (water / runway; default 0)")
     s.add_argument("--max-targets", type=int, default=5,
-                   help="ships and planes per class and scene, each drawn from 0..N (default 5)")
+                   help="ships and planes per class and scene, each drawn from MIN..N (default 5)")
     s.add_argument("--clutter", type=float, default=1.0,
                    help="density of unannotated look-alikes (buildings, tanks): 1 realistic (default), 0 none")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -68,6 +70,7 @@ def cmd_synth(args) -> int:
     from ..data.synth import make_world
 
     summary = make_world(args.out, scenes=args.scenes, seed=args.seed, sites=args.sites, max_targets=args.max_targets,
+                         min_targets=args.min_targets,
                          clutter=args.clutter, progress=not args.json)
     print(json.dumps(summary, default=str) if args.json else
           f"wrote {args.scenes} scenes over {args.sites} sites to {args.out}")

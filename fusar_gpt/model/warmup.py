@@ -99,7 +99,7 @@ def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batc
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.item())
         if bar is not None:
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.4f}")

@@ -119,16 +119,17 @@ def _free(box, occupied, margin: float) -> bool:
 
 
 def place_targets(rng, cv: Canvas, view: View, site_mat: np.ndarray, mat: np.ndarray, occupied: list,
-                  max_targets: int = 5) -> list:
-    """Ships on water, planes on runways/aprons: fully inside the image, not overlapping; 0..``max_targets`` of
-    each class wherever it has room. Returns annotations."""
+                  max_targets: int = 5, min_targets: int = 0) -> list:
+    """Ships on water, planes on runways/aprons: fully inside the image, not overlapping;
+    ``min_targets``..``max_targets`` of each class wherever it has room (fewer when the room runs out).
+    Returns annotations."""
     out = []
     flat = site_mat.ravel()
     for cat_id, label, subtypes, weights, allowed in (
             (1, "ship", SHIP_SUBTYPES, (0.3, 0.25, 0.45), (WATER, OPEN_SEA)),
             (2, "plane", PLANE_SUBTYPES, (0.35, 0.35, 0.3), (RUNWAY,))):
         ok = np.isin(mat, allowed)
-        want = int(rng.integers(0, max_targets + 1))
+        want = int(rng.integers(min_targets, max_targets + 1))
         if ok.mean() < 0.02 or not want:
             continue
         cand = np.flatnonzero(ok.ravel())

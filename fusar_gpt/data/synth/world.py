@@ -34,7 +34,7 @@ def _resolve_year(year: int, years: list[int]) -> int:
 
 
 def _scene(k: int, seed: int, site: Site, years: list[int], acq: tuple[int, int], image_px, pixel_m,
-           db_floor: float, max_targets: int = 5, clutter: float = 1.0):
+           db_floor: float, max_targets: int = 5, clutter: float = 1.0, min_targets: int = 0):
     rng = np.random.default_rng([seed, 1, k])
     n = site.mats[0].shape[0]
     p = round(float(rng.uniform(*pixel_m)), 2)
@@ -64,7 +64,7 @@ def _scene(k: int, seed: int, site: Site, years: list[int], acq: tuple[int, int]
 
     cv = Canvas(h, w)
     occupied: list = []
-    anns = place_targets(rng, cv, view, site.mats[t], mat, occupied, max_targets)
+    anns = place_targets(rng, cv, view, site.mats[t], mat, occupied, max_targets, min_targets)
     place_distractors(rng, cv, view, mat, site.kind, occupied, clutter)
     shadow = np.clip(cv.raster(cv.shadow, False), 0, 1)
     bg = (sigma0 * (1 - 0.85 * shadow) + cv.raster(cv.fill, True) + db_floor)
@@ -138,18 +138,21 @@ def _dump(path: Path, obj) -> None:
 
 def make_world(out, scenes: int = 40, seed: int = 0, *, sites: int = 4, years=(2019, 2023), image_px=(256, 320),
                pixel_m=(1.0, 3.0), tile_px: int = 512, block_size: int = 512, max_targets: int = 5,
-               clutter: float = 1.0, progress: bool = False) -> dict:
+               clutter: float = 1.0, min_targets: int = 0, progress: bool = False) -> dict:
     """Write a synthetic SAR + AEF world under ``out`` (see the module docstring) and return a summary.
 
     ``years`` are the AEF years written; acquisition years run from 3 years before the first to 2 after the
     last, so the AEF year has to be clipped for some scenes. Scene ``k`` lies at site ``k % sites``.
-    ``max_targets`` (ships and planes per class and scene, each drawn from 0..max) and ``clutter`` (density of the
-    unannotated look-alikes, 1 = realistic) set how hard the world is; the defaults are the realistic world.
+    ``min_targets``/``max_targets`` (ships and planes per class and scene, each drawn from min..max wherever the
+    class has room: water for ships, runways for planes) and ``clutter`` (density of the unannotated
+    look-alikes, 1 = realistic) set how hard the world is; the defaults are the realistic world.
     """
     t_start = time.perf_counter()
     scenes, sites, years, image_px, pixel_m = _check(scenes, sites, years, image_px, pixel_m, tile_px, block_size)
     if int(max_targets) != max_targets or not 0 <= max_targets <= 20:
         raise ValueError(f"max_targets must be an integer in 0..20, got {max_targets!r}")
+    if int(min_targets) != min_targets or not 0 <= min_targets <= max_targets:
+        raise ValueError(f"min_targets must be an integer in 0..max_targets ({max_targets}), got {min_targets!r}")
     if not 0 <= float(clutter) <= 10:
         raise ValueError(f"clutter must be a number in [0, 10], got {clutter!r}")
     seed = int(seed)
@@ -183,7 +186,7 @@ def make_world(out, scenes: int = 40, seed: int = 0, *, sites: int = 4, years=(2
     for k in range(scenes):
         site = site_objs[k % sites]
         amp, meta, anns, transform, when = _scene(k, seed, site, years, acq, image_px, pixel_m, NOISE_FLOOR,
-                                                  int(max_targets), float(clutter))
+                                                  int(max_targets), float(clutter), int(min_targets))
         name = f"scene_{k:05d}.tif"
         _write_scene(out / "images" / name, amp, site.epsg, transform, when, site.name)
         images.append({"id": k + 1, "file_name": name, **meta})
@@ -202,7 +205,8 @@ def make_world(out, scenes: int = 40, seed: int = 0, *, sites: int = 4, years=(2
              "parameters": {"scenes": scenes, "sites": sites, "years": years, "acquisition_years": list(acq),
                             "image_px": list(image_px), "pixel_m": list(pixel_m), "tile_px": tile_px,
                             "block_size": block_size, "looks": LOOKS,
-                            "max_targets": int(max_targets), "clutter": float(clutter)},
+                            "min_targets": int(min_targets), "max_targets": int(max_targets),
+                            "clutter": float(clutter)},
              "sites": site_info,
              "backscatter_db": {m: round(float(v), 3) for m, v in zip(MATERIALS, db_table)},
              "categories": {"ship": list(SHIP_SUBTYPES), "plane": list(PLANE_SUBTYPES)},
