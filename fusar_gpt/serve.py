@@ -26,6 +26,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from starlette.requests import Request  # at module level: FastAPI resolves the handlers' annotations here
+
 from .serve_api import ApiError, parse_chat, prepare_request
 
 log = logging.getLogger("fusar_gpt.serve")
@@ -188,7 +190,7 @@ def _error(status: int, message: str, kind: str, headers: dict | None = None):
 
 def make_app(model, config: ServeConfig):
     """The FastAPI app; its batcher thread starts here (``app.state.batcher``)."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 

@@ -208,6 +208,7 @@ def cmd_detect_scene(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from ..infer import check_model_dir
     from ..serve import API_KEY_ENV, ServeConfig, serve
 
     if not args.aef and not args.no_aef_store:
@@ -222,6 +223,8 @@ def cmd_serve(args) -> int:
                          max_image_pixels=args.max_image_pixels, max_tokens=args.max_tokens,
                          default_max_tokens=min(256, args.max_tokens), timeout_s=args.timeout,
                          max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
+    config.check()
+    check_model_dir(args.run)
     print(f"fusar-gpt serve: loading {args.run} ...", file=sys.stderr)
     serve(args.run, config, port=args.port, aef=args.aef, aef_index=args.aef_index, device=_device(args.device))
     return 0
