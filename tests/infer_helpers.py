@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
+import io
 import json
 import warnings
 from pathlib import Path
@@ -12,6 +15,7 @@ import rasterio
 import torch
 import yaml
 from affine import Affine
+from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
 from fusar_gpt.geo.aef import lonlat_to
@@ -125,3 +129,40 @@ class Spy:
 
     def restore(self) -> None:
         self.model.generate = self._orig
+
+
+# ------------------------------------------------------------------ HTTP helpers (test_serve, test_export)
+KEY = "test-key"
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_url(arr: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(arr)).decode()
+
+
+def noise_image(seed: int, shape=(96, 128)) -> np.ndarray:
+    return (np.random.default_rng(seed).random(shape) * 255).astype(np.uint8)
+
+
+def chat_body(url: str, question: str = "How many ships are in this image?", **extra) -> dict:
+    return {"model": "tiny-run", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}]}], **extra}
+
+
+def request(port, method="POST", path="/v1/chat/completions", body=None, token=KEY, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    h = {"Content-Type": "application/json", **(headers or {})}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if isinstance(body, dict) else body  # bytes, a chunk iterator, or None
+    conn.request(method, path, body=data, headers=h, encode_chunked="Transfer-Encoding" in h)
+    resp = conn.getresponse()
+    raw = resp.read()
+    conn.close()
+    assert b"Traceback" not in raw and b'File "' not in raw  # never a stack trace
+    return resp.status, json.loads(raw), dict(resp.getheaders())

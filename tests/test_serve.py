@@ -3,9 +3,6 @@ codes, limits, the image root, dynamic batching of 50 concurrent requests, answe
 
 from __future__ import annotations
 
-import base64
-import http.client
-import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -20,42 +17,19 @@ from fusar_gpt.infer import load_model, prepare
 from fusar_gpt.model.fusar import Priors
 from fusar_gpt.serve import BackgroundServer, ServeConfig, make_app
 
-from .infer_helpers import YEAR, lonlat_scene, make_aef, make_run, utm_scene
-
-KEY = "test-key"
-
-
-def _png_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _data_url(arr: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(_png_bytes(arr)).decode()
-
-
-def _image(seed: int, shape=(96, 128)) -> np.ndarray:
-    return (np.random.default_rng(seed).random(shape) * 255).astype(np.uint8)
-
-
-def _body(url: str, question: str = "How many ships are in this image?", **extra) -> dict:
-    return {"model": "tiny-run", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": question}]}], **extra}
-
-
-def request(port, method="POST", path="/v1/chat/completions", body=None, token=KEY, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    h = {"Content-Type": "application/json", **(headers or {})}
-    if token:
-        h["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if isinstance(body, dict) else body  # bytes, a chunk iterator, or None
-    conn.request(method, path, body=data, headers=h, encode_chunked="Transfer-Encoding" in h)
-    resp = conn.getresponse()
-    raw = resp.read()
-    conn.close()
-    assert b"Traceback" not in raw and b'File "' not in raw  # never a stack trace
-    return resp.status, json.loads(raw), dict(resp.getheaders())
+from .infer_helpers import (
+    KEY,
+    YEAR,
+    chat_body,
+    data_url,
+    lonlat_scene,
+    make_aef,
+    make_run,
+    noise_image,
+    png_bytes,
+    request,
+    utm_scene,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +40,8 @@ def world(tmp_path_factory, tiny_dir):
     images.mkdir()
     utm = utm_scene(images / "utm_20240501.tif")
     geo, bbox = lonlat_scene(images / "geo.tif")
-    Image.fromarray(_image(1)).save(images / "chip.png")
-    Image.fromarray(_image(2)).save(root / "outside.png")
+    Image.fromarray(noise_image(1)).save(images / "chip.png")
+    Image.fromarray(noise_image(2)).save(root / "outside.png")
     os.symlink(root / "outside.png", images / "sneaky.png")
     model, settings = load_model(run)
     store = AEFStore(make_aef(root / "aef"), cache_dir=False)
@@ -92,7 +66,7 @@ def test_auth_health_and_models(world):
     status, body, _ = request(port, "GET", "/health", token=None)
     assert status == 200 and body["status"] == "ok" and body["model"] == "tiny-run"
     for token in (None, "wrong-key"):
-        status, body, headers = request(port, body=_body(_data_url(_image(0)), no_aef=True), token=token)
+        status, body, headers = request(port, body=chat_body(data_url(noise_image(0)), no_aef=True), token=token)
         assert status == 401 and body["error"]["type"] == "authentication_error"
         assert headers.get("www-authenticate") == "Bearer"
         assert request(port, "GET", "/v1/models", token=token)[0] == 401
@@ -102,24 +76,24 @@ def test_auth_health_and_models(world):
 
 def test_answer_equals_direct_generate_for_every_geo_source(world):
     port, s, store = world["port"], world["settings"], world["store"]
-    png = _image(7)
-    status, body, _ = request(port, body=_body(_data_url(png), bbox=list(world["bbox"]), year=YEAR))
+    png = noise_image(7)
+    status, body, _ = request(port, body=chat_body(data_url(png), bbox=list(world["bbox"]), year=YEAR))
     assert status == 200, body
-    item = prepare("x.png", s, data=_png_bytes(png), store=store, bbox=world["bbox"], year=YEAR)
+    item = prepare("x.png", s, data=png_bytes(png), store=store, bbox=world["bbox"], year=YEAR)
     assert item.anchors.n_valid == 16
     assert body["choices"][0]["message"] == {"role": "assistant", "content": direct(world, item)}
     assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] <= 16
     # a GeoTIFF named by path under the image root: place and year read from the file
-    status, body, _ = request(port, body=_body("utm_20240501.tif", max_tokens=10))
+    status, body, _ = request(port, body=chat_body("utm_20240501.tif", max_tokens=10))
     want = direct(world, prepare(world["utm"], s, store=store), max_tokens=10)
     assert status == 200 and body["choices"][0]["message"]["content"] == want
     # anchors sent as arrays, and no AEF at all
     a = item.anchors
     anchors = {"features": np.nan_to_num(a.features).tolist(), "positions": a.positions.tolist(),
                "mask": a.mask.tolist()}
-    status, body, _ = request(port, body=_body(_data_url(png), anchors=anchors))
+    status, body, _ = request(port, body=chat_body(data_url(png), anchors=anchors))
     assert status == 200 and body["choices"][0]["message"]["content"] == direct(world, item)
-    status, body, _ = request(port, body=_body("file://" + str(world["images"] / "chip.png"), no_aef=True))
+    status, body, _ = request(port, body=chat_body("file://" + str(world["images"] / "chip.png"), no_aef=True))
     item = prepare(world["images"] / "chip.png", s, no_aef=True)
     assert status == 200 and body["choices"][0]["message"]["content"] == direct(world, item)
 
@@ -131,14 +105,14 @@ def test_fifty_concurrent_requests_share_generate_calls(world):
         cases.append((k % 10, ["How many ships are in this image?", "Where are the planes?"][k % 2], [6, 11][k // 25]))
     want = {}
     for seed, q, n in set(cases):
-        want[(seed, q, n)] = direct(world, prepare("x.png", s, data=_png_bytes(_image(100 + seed)), no_aef=True),
+        want[(seed, q, n)] = direct(world, prepare("x.png", s, data=png_bytes(noise_image(100 + seed)), no_aef=True),
                                     q, n)
     assert len(set(want.values())) > 10  # the answers tell the requests apart: a mix-up would show
     before = world["app"].state.batcher.generate_calls
 
     def one(case):
         seed, q, n = case
-        return request(port, body=_body(_data_url(_image(100 + seed)), q, no_aef=True, max_tokens=n))
+        return request(port, body=chat_body(data_url(noise_image(100 + seed)), q, no_aef=True, max_tokens=n))
 
     with ThreadPoolExecutor(50) as pool:
         results = list(pool.map(one, cases))
@@ -157,15 +131,15 @@ def test_fifty_concurrent_requests_share_generate_calls(world):
     (json.dumps({"messages": [{"role": "user", "content": "no image here"}]}).encode(), 400, "no image"),
     (json.dumps({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": []}]}).encode(),
      400, "one user message"),
-    (json.dumps(_body("data:image/png;base64,@@@", no_aef=True)).encode(), 400, "base64"),
-    (json.dumps(_body("http://example.com/a.png", no_aef=True)).encode(), 400, "not fetched"),
-    (json.dumps(_body("chip.png", no_aef=True, stream=True)).encode(), 400, "streaming"),
-    (json.dumps(_body("chip.png", no_aef=True, max_tokens=65)).encode(), 400, "limit of 64"),
-    (json.dumps(_body("chip.png", no_aef=True, max_tokens=0)).encode(), 400, "positive integer"),
-    (json.dumps(_body("chip.png", bbox=[1, 2, 3])).encode(), 400, "4 numbers"),
-    (json.dumps(_body("chip.png")).encode(), 400, "has no georeference"),
-    (json.dumps(_body("chip.png", year=YEAR, no_aef=True, anchors="a.npz")).encode(), 400, "contradict"),
-    (json.dumps({**_body("chip.png", no_aef=True), "model": "gpt-4o"}).encode(), 404, "does not exist"),
+    (json.dumps(chat_body("data:image/png;base64,@@@", no_aef=True)).encode(), 400, "base64"),
+    (json.dumps(chat_body("http://example.com/a.png", no_aef=True)).encode(), 400, "not fetched"),
+    (json.dumps(chat_body("chip.png", no_aef=True, stream=True)).encode(), 400, "streaming"),
+    (json.dumps(chat_body("chip.png", no_aef=True, max_tokens=65)).encode(), 400, "limit of 64"),
+    (json.dumps(chat_body("chip.png", no_aef=True, max_tokens=0)).encode(), 400, "positive integer"),
+    (json.dumps(chat_body("chip.png", bbox=[1, 2, 3])).encode(), 400, "4 numbers"),
+    (json.dumps(chat_body("chip.png")).encode(), 400, "has no georeference"),
+    (json.dumps(chat_body("chip.png", year=YEAR, no_aef=True, anchors="a.npz")).encode(), 400, "contradict"),
+    (json.dumps({**chat_body("chip.png", no_aef=True), "model": "gpt-4o"}).encode(), 404, "does not exist"),
 ])
 def test_bad_requests_get_json_errors(world, raw, status, needle):
     got, body, _ = request(world["port"], body=raw)
@@ -181,24 +155,24 @@ def test_unknown_routes_and_methods_are_json_too(world):
 
 def test_oversize_body_and_image_are_413(world):
     port = world["port"]
-    big = json.dumps(_body("data:image/png;base64," + "A" * (3 * 2**20), no_aef=True)).encode()
+    big = json.dumps(chat_body("data:image/png;base64," + "A" * (3 * 2**20), no_aef=True)).encode()
     status, body, _ = request(port, body=big)
     assert status == 413 and body["error"]["code"] == "body_too_large"
     chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))  # no Content-Length: counted as it streams
     status, body, _ = request(port, body=chunks, headers={"Transfer-Encoding": "chunked"})
     assert status == 413 and body["error"]["code"] == "body_too_large"
-    status, body, _ = request(port, body=_body(_data_url(np.zeros((700, 700), np.uint8)), no_aef=True))
+    status, body, _ = request(port, body=chat_body(data_url(np.zeros((700, 700), np.uint8)), no_aef=True))
     assert status == 413 and body["error"]["code"] == "image_too_large"
 
 
 @pytest.mark.parametrize("url", ["../outside.png", "{root}/outside.png", "sneaky.png", "file://{root}/outside.png"])
 def test_paths_outside_the_image_root_are_refused(world, url):
-    status, body, _ = request(world["port"], body=_body(url.format(root=world["root"]), no_aef=True))
+    status, body, _ = request(world["port"], body=chat_body(url.format(root=world["root"]), no_aef=True))
     assert status == 403 and body["error"]["code"] == "path_not_allowed"
 
 
 def test_missing_file_under_the_root_is_400(world):
-    status, body, _ = request(world["port"], body=_body("nope.png", no_aef=True))
+    status, body, _ = request(world["port"], body=chat_body("nope.png", no_aef=True))
     assert status == 400 and "no such file" in body["error"]["message"]
 
 
@@ -208,7 +182,7 @@ def test_request_timeout_is_504(world):
     app = make_app(world["model"], config)
     try:
         with BackgroundServer(app) as port:
-            status, body, _ = request(port, body=_body(_data_url(_image(3, (400, 400))), no_aef=True,
+            status, body, _ = request(port, body=chat_body(data_url(noise_image(3, (400, 400))), no_aef=True,
                                                        max_tokens=64))
     finally:
         app.state.batcher.close()
