@@ -203,3 +203,20 @@ def test_auth_can_be_off_only_on_loopback(world, capsys, monkeypatch):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("fusar-gpt serve: error:") and len([e for e in err if "error" in e]) == 1
+
+
+def test_serve_benchmark_dry_run_answers_the_same_both_ways():
+    """A dry run of benchmarks/serve_throughput.py's whole path; its timing figures are not asserted."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "serve_throughput.py"
+    spec = importlib.util.spec_from_file_location("serve_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["serve_throughput"] = bench
+    spec.loader.exec_module(bench)
+    r = bench.run(dry_run=True)
+    assert r["dry_run"] and r["preset"] == "tiny" and r["identical_answers"] is True
+    assert r["one_at_a_time"]["requests_per_generate"] == 1.0
+    assert r["dynamic_batching"]["requests_per_generate"] > 1.0 and r["ratio"] > 0
