@@ -197,3 +197,18 @@ def test_cli_with_the_tiny_model_and_aef(tiny_dir, tmp_path, capsys, monkeypatch
         assert err.startswith("fusar-gpt detect-scene: error:") and needle in err and "\n" not in err
     assert not (tmp_path / "no").exists()
     assert main(["detect-scene", str(run), str(tmp_path / "nope.tif"), "--no-aef", "--out", str(out)]) == 2
+
+
+def test_nodata_tiles_are_skipped_and_a_resized_tile_maps_back(tmp_path):
+    db = np.random.default_rng(1).uniform(-22, -12, size=(300, 700)).astype(np.float32)
+    db[:, 400:] = -9999.0                     # the east tile is all nodata: nothing to ask about there
+    db[100:112, 50:90] = SHIP_DB
+    path = write_scene(tmp_path / "half_20240501.tif", db, transform=_rotated_transform(0.0), nodata=-9999.0)
+    double = TruthDouble()
+    s = detect_scene(double, Settings(frame=224, grid=4, stretch=(-25.0, 5.0)), path, tmp_path / "d.geojson",
+                     classes="ship", no_aef=True, tile=300, overlap=0)
+    assert s["tiles"] == 3 and s["skipped_tiles"] == 1 and s["prompts"] == 2 and sum(double.batches) == 2
+    fc = json.loads((tmp_path / "d.geojson").read_text())
+    assert [f["properties"]["label"] for f in fc["features"]] == ["ship"]
+    x1, y1, x2, y2 = fc["features"][0]["properties"]["bbox_px"]
+    assert abs(x1 - 50) <= 1.5 and abs(x2 - 90) <= 1.5 and abs(y1 - 100) <= 1.5 and abs(y2 - 112) <= 1.5
