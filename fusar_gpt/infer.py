@@ -300,6 +300,16 @@ def _atomic_jsonl(path: Path, rows) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def list_images(folder) -> list[Path]:
+    """Every GeoTIFF/PNG/JPEG under ``folder`` (recursively, sorted); none is an error."""
+    folder = Path(folder)
+    suffixes = RASTER_SUFFIXES + IMAGE_SUFFIXES
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not paths:
+        raise ValueError(f"{folder}: no GeoTIFF, PNG or JPEG images in it")
+    return paths
+
+
 def ask_folder(model, settings: Settings, folder, question: str, out, *, store=None, year: int | None = None,
                no_aef: bool = False, batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                progress: bool = False) -> dict:
@@ -310,10 +320,7 @@ def ask_folder(model, settings: Settings, folder, question: str, out, *, store=N
     does: one bad file must not throw away the answers of the others. The file appears only when complete.
     """
     folder = Path(folder)
-    suffixes = RASTER_SUFFIXES + IMAGE_SUFFIXES
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-    if not paths:
-        raise ValueError(f"{folder}: no GeoTIFF, PNG or JPEG images in it")
+    paths = list_images(folder)
     if not isinstance(question, str) or not question.strip():
         raise ValueError("a folder needs a question (the same one is asked of every image)")
     rows: list[dict] = []

@@ -141,11 +141,11 @@ def _quiet_loading(args) -> None:
 
 
 def cmd_ask(args) -> int:
+    from .. import infer
     from ..geo import check_bbox
-    from ..infer import answer, ask_folder, ask_manifest, check_model_dir, load_model, model_settings, prepare
 
     _check_geo(args)
-    check_model_dir(args.run)
+    infer.check_model_dir(args.run)
     src = Path(args.image)
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise ValueError("--max-new-tokens and --batch-size must be positive")
@@ -159,22 +159,25 @@ def cmd_ask(args) -> int:
         raise ValueError("a manifest brings its own questions: drop the question")
     if not many and args.out:
         raise ValueError("--out is for a folder or a manifest; one answer is printed")
-    if not many and not args.question:
+    if not args.question and src.suffix != ".jsonl":
         raise ValueError("give the question after the image")
+    if src.is_dir():
+        infer.list_images(src)  # an empty folder fails before the model loads
     store = _store(args)
-    item = None if many else prepare(src, model_settings(args.run), store=store, bbox=bbox, year=args.year,
-                                     anchors=args.anchors, no_aef=args.no_aef)  # bad input fails before loading
+    item = None if many else infer.prepare(src, infer.model_settings(args.run), store=store, bbox=bbox,
+                                           year=args.year, anchors=args.anchors,
+                                           no_aef=args.no_aef)  # bad input fails before any weight loads
     _quiet_loading(args)
-    model, settings = load_model(args.run, _device(args.device))
+    model, settings = infer.load_model(args.run, _device(args.device))
     if src.suffix == ".jsonl":
-        result = ask_manifest(model, src, args.out, split=args.split, batch_size=args.batch_size,
-                              progress=not args.json)
+        result = infer.ask_manifest(model, src, args.out, split=args.split, batch_size=args.batch_size,
+                                    progress=not args.json)
     elif src.is_dir():
-        result = ask_folder(model, settings, src, args.question, args.out, store=store, year=args.year,
-                            no_aef=args.no_aef, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                            progress=not args.json)
+        result = infer.ask_folder(model, settings, src, args.question, args.out, store=store, year=args.year,
+                                  no_aef=args.no_aef, batch_size=args.batch_size,
+                                  max_new_tokens=args.max_new_tokens, progress=not args.json)
     else:
-        text = answer(model, [item], [args.question], max_new_tokens=args.max_new_tokens)[0]
+        text = infer.answer(model, [item], [args.question], max_new_tokens=args.max_new_tokens)[0]
         print(json.dumps({"question": args.question, "answer": text, **item.info}) if args.json else text)
         return 0
     print(json.dumps(result) if args.json else
