@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.dataset import _NOT_8BIT  # PIL modes that are not 8-bit: converting them to RGB would clip silently
 from .geo import check_bbox
 from .geo.anchors import Anchors
+from .geo.raster import DEFAULT_MAX_PIXELS
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_MAX_NEW_TOKENS = 256
-DEFAULT_MAX_PIXELS = 2**29
-_NOT_8BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # converting these to RGB would clip silently
 
 
 class InputTooLarge(ValueError):

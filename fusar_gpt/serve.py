@@ -195,6 +195,8 @@ def make_app(model, config: ServeConfig):
     from starlette.exceptions import HTTPException
 
     config.check()
+    if config.settings is None:
+        raise ValueError("the server needs the model's settings (infer.model_settings of the run)")
     app = FastAPI(title="fusar-gpt", docs_url=None, redoc_url=None, openapi_url=None)
     batcher = Batcher(model, config.max_batch, config.batch_wait_ms / 1000, config.max_queue)
     app.state.batcher, app.state.config = batcher, config

@@ -149,8 +149,11 @@ def under_root(name: str, root) -> Path:
         raise ApiError(403, "server-side paths are disabled on this server (it has no image root); send the image "
                             "as a base64 data URL", "paths_disabled")
     base = Path(root).resolve()
-    path = Path(name)
-    real = (path if path.is_absolute() else base / path).resolve()
+    try:
+        path = Path(name)
+        real = (path if path.is_absolute() else base / path).resolve()
+    except (ValueError, OSError):  # a NUL byte, a symlink loop, ...
+        raise _bad(f"not a usable path: {name!r}", "bad_path") from None
     if not real.is_relative_to(base):
         raise ApiError(403, f"path {name!r} is outside the server's image root", "path_not_allowed")
     if not real.is_file():
