@@ -3,6 +3,7 @@ codes, limits, the image root, dynamic batching of 50 concurrent requests, answe
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +87,10 @@ def test_answer_equals_direct_generate_for_every_geo_source(world):
     # a GeoTIFF named by path under the image root: place and year read from the file
     status, body, _ = request(port, body=chat_body("utm_20240501.tif", max_tokens=10))
     want = direct(world, prepare(world["utm"], s, store=store), max_tokens=10)
+    assert status == 200 and body["choices"][0]["message"]["content"] == want
+    # the same GeoTIFF uploaded as base64 (whatever MIME type the client claims): same place, year and answer
+    tif = "data:application/octet-stream;base64," + base64.b64encode(world["utm"].read_bytes()).decode()
+    status, body, _ = request(port, body=chat_body(tif, max_tokens=10))
     assert status == 200 and body["choices"][0]["message"]["content"] == want
     # anchors sent as arrays, and no AEF at all
     a = item.anchors
