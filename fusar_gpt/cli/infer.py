@@ -20,7 +20,7 @@ EXAMPLES = {
   fusar-gpt detect-scene exported/ big.tif --aef /data/aef --out d.geojson --coco d.json --tile 504 --overlap 64""",
     "serve": """examples:
   FUSAR_GPT_API_KEY=secret fusar-gpt serve runs/s2 --aef /data/aef --image-root /data/scenes
-  fusar-gpt serve exported/ --host 0.0.0.0 --port 8000 --api-key secret --max-batch 16
+  fusar-gpt serve exported/ --aef /data/aef --host 0.0.0.0 --port 8000 --api-key secret --max-batch 16
   fusar-gpt serve runs/s2 --no-auth --no-aef-store      # loopback only, for local experiments""",
     "export": """examples:
   fusar-gpt export runs/s2 --merge exported/          # LoRA merged, TLM beside it, settings in export.json
