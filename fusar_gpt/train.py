@@ -148,20 +148,40 @@ class Batches:
         return batch[self.rank * share:(self.rank + 1) * share]
 
 
-def token_loss(model, batch, accelerator) -> tuple[torch.Tensor, float, int]:
-    """(loss to backpropagate, global mean loss, global supervised tokens) for one micro-batch."""
+def answer_weights(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight per target position, number of answers) for ``loss_per: answer``: every supervised answer (one
+    contiguous run of labels) weighs 1 in total, spread evenly over its tokens. Why: in a conversation a caption
+    holds ~100 tokens and a count answer 2, so a token mean teaches almost only captions and box lists."""
+    mask = target != IGNORE_INDEX
+    first = mask & ~F.pad(mask[:, :-1], (1, 0), value=False)
+    span = torch.cumsum(first.flatten().long(), 0).view_as(target) * mask  # 1.. per answer, 0 off answers
+    sizes = torch.bincount(span.flatten())
+    sizes[0] = 1
+    return mask / sizes[span], first.sum()
+
+
+def token_loss(model, batch, accelerator, per: str = "token") -> tuple[torch.Tensor, float, int]:
+    """(loss to backpropagate, global mean loss, global supervised tokens) for one micro-batch. ``per="token"``:
+    the mean over supervised tokens; ``per="answer"``: the mean over answers of each answer's token mean."""
     labels = batch.pop("labels")
     logits = model(**batch).logits[:, :-1].float()
     target = labels[:, 1:].to(logits.device)
-    loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
-    n_local = (target != IGNORE_INDEX).sum()
-    stats = torch.stack([loss_sum.detach().float(), n_local.float()])
+    n_tokens = (target != IGNORE_INDEX).sum()
+    if per == "answer":
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                             ignore_index=IGNORE_INDEX, reduction="none")
+        weights, n_local = answer_weights(target)
+        loss_sum = (ce * weights.reshape(-1)).sum()
+    else:
+        loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+        n_local = n_tokens
+    stats = torch.stack([loss_sum.detach().float(), n_local.float(), n_tokens.float()])
     if accelerator.num_processes > 1:
         stats = accelerator.reduce(stats, "sum")
     n_global = max(float(stats[1]), 1.0)
-    # DDP averages gradients over processes; scaling by N / n_global makes that the global token mean
-    return loss_sum * accelerator.num_processes / n_global, float(stats[0]) / n_global, int(stats[1])
+    # DDP averages gradients over processes; scaling by N / n_global makes that the global mean
+    return loss_sum * accelerator.num_processes / n_global, float(stats[0]) / n_global, int(stats[2])
 
 
 def _rng_state() -> dict:
@@ -253,7 +273,7 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
             # accumulate() skips the gradient all-reduce until the last micro-batch; backward() divides
             # the loss by grad_accum (and under DeepSpeed steps the engine at the boundary)
             with accelerator.accumulate(model), accelerator.autocast():
-                loss, mean, n_tok = token_loss(model, batch, accelerator)
+                loss, mean, n_tok = token_loss(model, batch, accelerator, recipe.train.loss_per)
                 accelerator.backward(loss)
             loss_acc += mean / t.grad_accum
             seen += t.batch_size

@@ -231,3 +231,27 @@ def test_stage0_trains_the_whole_backbone_in_conversations_resumes_exactly_and_f
 def test_backbone_training_refuses_a_tlm(dataset, tmp_path):
     with pytest.raises(RecipeError, match="tlm.fusion: none"):
         _recipe(CONFIGS / "tiny-cpu" / "stage0.yaml", tmp_path / "x", dataset, **{"tlm.fusion": "tlm"})
+
+
+def test_loss_per_answer_weighs_every_answer_the_same():
+    from types import SimpleNamespace
+
+    from fusar_gpt.train import answer_weights, token_loss
+
+    target = torch.tensor([[-100, 5, 6, -100, -100, 7, -100], [8, 9, 10, 11, -100, -100, -100]])
+    weights, n = answer_weights(target)
+    assert int(n) == 3  # two answers in the first row (two turns), one in the second
+    assert weights.tolist() == [[0, .5, .5, 0, 0, 1, 0], [.25, .25, .25, .25, 0, 0, 0]]
+    torch.manual_seed(0)
+    logits = torch.randn(2, 8, 12)
+    labels = torch.cat([torch.full((2, 1), -100), target], dim=1)  # labels[:, 1:] is the target
+    model = lambda **_: SimpleNamespace(logits=logits)
+    acc = SimpleNamespace(num_processes=1)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 12), target.reshape(-1), ignore_index=-100,
+                                           reduction="none").reshape(2, 7)
+    by_hand = (ce[0, 1:3].mean() + ce[0, 5] + ce[1, :4].mean()) / 3
+    loss, mean, tokens = token_loss(model, {"labels": labels}, acc, per="answer")
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6) and mean == pytest.approx(by_hand.item(), rel=1e-6)
+    assert tokens == 7
+    loss, _, tokens = token_loss(model, {"labels": labels}, acc)
+    assert loss.item() == pytest.approx(ce[target != -100].mean().item(), rel=1e-6) and tokens == 7
