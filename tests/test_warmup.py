@@ -29,8 +29,13 @@ def test_box_maps_by_hand():
 
 def test_position_maps_by_hand():
     m = position_maps((2, 4))
-    assert m.shape == (8, 2)
-    assert m[0].tolist() == [0.25, 0.125] and m[3].tolist() == [0.25, 0.875] and m[4].tolist() == [0.75, 0.125]
+    assert m.shape == (8, 11)
+    assert m[0, :2].tolist() == [0.25, 0.125] and m[3, :2].tolist() == [0.25, 0.875]
+    assert m[4, :2].tolist() == [0.75, 0.125]
+    # the 3x3 cell of each token centre: row 0.25 -> top third, 0.75 -> bottom third; columns 1/8, 3/8, 5/8, 7/8
+    assert [int(np.argmax(v)) for v in m[:, 2:]] == [0, 1, 1, 2, 6, 7, 7, 8] and (m[:, 2:].sum(axis=1) == 1).all()
+    six = position_maps((6, 6))[:, 2:].argmax(axis=1).reshape(6, 6)  # a 6x6 grid: 2x2 tokens per cell exactly
+    assert (six == np.kron(np.arange(9).reshape(3, 3), np.ones((2, 2), int))).all()
 
 
 def test_warm_up_trains_only_the_vision_tower_and_learns_the_maps(tiny_dir, tmp_path):

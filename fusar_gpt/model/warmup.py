@@ -6,7 +6,8 @@ answer per image gives the vision tower a weak, indirect signal, and on a CPU bu
 collapse onto the most common one. The warm-up gives it a dense, direct signal instead: for every
 merged visual token, whether a box of each class has its centre in that token's cell and whether a box
 covers it (the training split's own boxes, ``meta.frame_objects``), learned through a linear head by
-binary cross-entropy; and where each token sits (its row and column as fractions of the grid): reading
+binary cross-entropy; and where each token sits (its row and column as fractions of the grid, and its 3x3
+localisation cell): reading
 absolute position from M-RoPE alone is slow to learn, because the LLM sees image positions relative to
 the answer's own position, which moves with every question's length (measured: without this target the
 demo's model answered "top-right" to nearly every localisation question). Only the vision tower
@@ -45,10 +46,16 @@ def box_maps(objects: list[dict], classes: list[str], frame: tuple[int, int], gr
 
 
 def position_maps(grid: tuple[int, int]) -> np.ndarray:
-    """``[gh * gw, 2]``: each merged token's (row, column) centre as a fraction of the grid, raster order."""
+    """``[gh * gw, 2 + 9]``: each merged token's (row, column) centre as a fraction of the grid, then a one-hot of
+    the 3x3 localisation cell (``data.tasks.CELLS``, row-major) holding that centre, in raster order. The cell
+    one-hot puts the answer's own vocabulary into each token's content: a localisation answer then only needs
+    attention to the target tokens and a copy of their cell, not a position decoded from rotary phases."""
     gh, gw = grid
     r, c = np.mgrid[0:gh, 0:gw]
-    return np.stack([(r.ravel() + 0.5) / gh, (c.ravel() + 0.5) / gw], axis=1).astype(np.float32)
+    rows, cols = (r.ravel() + 0.5) / gh, (c.ravel() + 0.5) / gw
+    third = lambda v: np.minimum((v * 3).astype(int), 2)
+    cells = np.eye(9, dtype=np.float32)[3 * third(rows) + third(cols)]
+    return np.concatenate([np.stack([rows, cols], axis=1), cells], axis=1).astype(np.float32)
 
 
 def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batch_size: int = 16, lr: float = 2e-3,
@@ -69,12 +76,12 @@ def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batc
     classes = sorted({o["label"] for r in images for o in r["meta"]["frame_objects"]}) or ["ship"]
     visual = backbone.model.visual
     merge = visual.spatial_merge_size
-    head = torch.nn.Linear(backbone.config.text_config.hidden_size, 2 * len(classes) + 2)
+    head = torch.nn.Linear(backbone.config.text_config.hidden_size, 2 * len(classes) + 11)
     params = list(visual.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = get_scheduler("cosine", opt, num_warmup_steps=max(1, steps // 20), num_training_steps=steps)
     # positives are rare (a few cells of 64): weight them up so the map is not learned as all-zero
-    pos_weight = torch.tensor([8.0] * len(classes) + [3.0] * len(classes) + [1.0, 1.0])
+    pos_weight = torch.tensor([8.0] * len(classes) + [3.0] * len(classes) + [1.0, 1.0] + [2.0] * 9)
     rng = np.random.default_rng(seed)
     visual.train()
     bar = None
