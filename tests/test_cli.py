@@ -85,6 +85,27 @@ def test_quick_demo_runs_the_whole_pipeline(quick_demo):
     assert json.loads((out / "no-aef" / "stage1" / "tlm.json").read_text())["fusion"] == "none"
 
 
+def test_aef_use_answers_again_without_the_anchors(quick_demo):
+    from fusar_gpt.data.dataset import load_manifest
+    from fusar_gpt.demo import aef_use
+    from fusar_gpt.evaluate import load_run, predict
+
+    out, summary = quick_demo
+    assert summary["aef_use"] is None or summary["aef_use"]["changed"] <= summary["aef_use"]["n"]
+    run = out / "fusar-gpt" / "stage2"
+    records = [r for r in load_manifest(out / "dataset" / "manifest.jsonl", tasks=["classify"]) if r["aef"]][:6]
+    assert records
+    model, _ = load_run(run)
+    bare = predict(model, [dict(r, aef=None) for r in records], batch_size=8, progress=False)
+    # answers equal to the anchor-free ones: nothing changed, and the note says the SAR alone decides
+    lines, fig = aef_use(run, records, bare, batch_size=8, n_boot=50)
+    assert fig["n"] == len(records) and fig["changed"] == 0 and fig["acc_with"] == fig["acc_without"]
+    assert "SAR image alone" in lines[0]
+    # every answer different from the anchor-free one: all changed
+    lines, fig = aef_use(run, records, {str(r["id"]): "no such class" for r in records}, batch_size=8, n_boot=50)
+    assert fig["changed"] == len(records) and fig["acc_with"] == 0 and "SAR image alone" not in lines[0]
+
+
 def test_score_and_compare_commands_on_the_demo_runs(quick_demo, tmp_path, capsys):
     out, _ = quick_demo
     manifest = out / "dataset" / "manifest.jsonl"

@@ -213,7 +213,8 @@ def test_missing_samples_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_min_targets_fills_every_scene_with_room(coco, tmp_path):
     """The demo's easier world: one ship wherever there is water and one plane wherever there is a runway (unless
-    none fits), so per class and image there is 0 or 1, and no fewer images hold a target than in the realistic world."""
+    none fits), so per class and image there is 0 or 1, and no fewer images hold a target than in the realistic
+    world."""
     summary = make_world(tmp_path / "one", seed=0, min_targets=1, max_targets=1, **dict(SMALL, scenes=4))
     ann = json.loads((tmp_path / "one" / "annotations.json").read_text())
     per = Counter((a["image_id"], a["category_id"]) for a in ann["annotations"])

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fusar_gpt.model.warmup import box_maps, position_maps, warm_up_vision
+from fusar_gpt.model.warmup import box_maps, cell_target_maps, position_maps, warm_up_vision
 
 
 def test_box_maps_by_hand():
@@ -36,6 +36,17 @@ def test_position_maps_by_hand():
     assert [int(np.argmax(v)) for v in m[:, 2:]] == [0, 1, 1, 2, 6, 7, 7, 8] and (m[:, 2:].sum(axis=1) == 1).all()
     six = position_maps((6, 6))[:, 2:].argmax(axis=1).reshape(6, 6)  # a 6x6 grid: 2x2 tokens per cell exactly
     assert (six == np.kron(np.arange(9).reshape(3, 3), np.ones((2, 2), int))).all()
+
+
+def test_cell_target_maps_mark_class_and_cell_together():
+    # a 6x6 token grid over a 168 px frame (28 px per token): a ship centred at (100, 20) -> token row 0, column 3,
+    # which lies in the top (row 0) middle (column 1) cell; a plane centred at (160, 160) -> bottom-right
+    objs = [{"box": [90, 10, 110, 30], "label": "ship"}, {"box": [150, 150, 170, 170], "label": "plane"}]
+    centres = box_maps(objs, ["plane", "ship"], (168, 168), (6, 6))[:, :2]
+    m = cell_target_maps(centres, position_maps((6, 6)))
+    assert m.shape == (36, 18) and m.sum() == 2
+    assert m[0 * 6 + 3, 9 + 1] == 1  # ship (class 1) x cell "top" (1), at token (0, 3)
+    assert m[5 * 6 + 5, 0 + 8] == 1  # plane (class 0) x cell "bottom-right" (8), at token (5, 5)
 
 
 def test_warm_up_trains_only_the_vision_tower_and_learns_the_maps(tiny_dir, tmp_path):

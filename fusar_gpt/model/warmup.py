@@ -58,6 +58,16 @@ def position_maps(grid: tuple[int, int]) -> np.ndarray:
     return np.concatenate([np.stack([rows, cols], axis=1), cells], axis=1).astype(np.float32)
 
 
+def cell_target_maps(centres: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``[tokens, classes * 9]``: per class and 3x3 cell, whether this token holds a box centre of that class AND
+    lies in that cell (``centres`` = the first ``classes`` columns of :func:`box_maps`, ``positions`` = those of
+    :func:`position_maps`). Why the conjunction: an LLM that averages over the image tokens (the first thing it
+    learns, enough to count) keeps "a ship in the top-left cell" only if one token says both at once; separate
+    "ship here" and "top-left here" features average into "a ship somewhere, every cell somewhere"."""
+    cells = positions[:, 2:11]
+    return (centres[:, :, None] * cells[:, None, :]).reshape(len(centres), -1).astype(np.float32)
+
+
 def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batch_size: int = 16, lr: float = 2e-3,
                    seed: int = 0, progress: bool = False) -> dict:
     """Train ``backbone``'s vision tower in place on the box maps of ``records`` (one per image is enough);
@@ -76,12 +86,13 @@ def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batc
     classes = sorted({o["label"] for r in images for o in r["meta"]["frame_objects"]}) or ["ship"]
     visual = backbone.model.visual
     merge = visual.spatial_merge_size
-    head = torch.nn.Linear(backbone.config.text_config.hidden_size, 2 * len(classes) + 11)
+    n = len(classes)
+    head = torch.nn.Linear(backbone.config.text_config.hidden_size, 2 * n + 11 + 9 * n)
     params = list(visual.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = get_scheduler("cosine", opt, num_warmup_steps=max(1, steps // 20), num_training_steps=steps)
     # positives are rare (a few cells of 64): weight them up so the map is not learned as all-zero
-    pos_weight = torch.tensor([8.0] * len(classes) + [3.0] * len(classes) + [1.0, 1.0] + [2.0] * 9)
+    pos_weight = torch.tensor([8.0] * n + [3.0] * n + [1.0, 1.0] + [2.0] * 9 + [8.0] * (9 * n))
     rng = np.random.default_rng(seed)
     visual.train()
     bar = None
@@ -97,9 +108,10 @@ def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batc
         feats = visual(enc["pixel_values"], grid_thw=enc["image_grid_thw"]).pooler_output  # merged tokens, in order
         feats = torch.cat(list(feats)) if isinstance(feats, (tuple, list)) else feats
         grids = [(int(g[1]) // merge, int(g[2]) // merge) for g in enc["image_grid_thw"]]
-        target = torch.cat([torch.from_numpy(np.concatenate([
-            box_maps(r["meta"]["frame_objects"], classes, (p.height, p.width), grid), position_maps(grid)], axis=1))
-            for r, p, grid in zip(batch, pics, grids)])
+        maps = [(box_maps(r["meta"]["frame_objects"], classes, (p.height, p.width), grid), position_maps(grid))
+                for r, p, grid in zip(batch, pics, grids)]
+        target = torch.cat([torch.from_numpy(np.concatenate([b, q, cell_target_maps(b[:, :n], q)], axis=1))
+                            for b, q in maps])
         loss = F.binary_cross_entropy_with_logits(head(feats.float()), target, pos_weight=pos_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
