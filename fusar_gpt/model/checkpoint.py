@@ -13,6 +13,7 @@ import json
 import pickle
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -135,21 +136,30 @@ def import_official(src: str | Path, out: str | Path, sigma: float | None = None
     tlm = TLM(hidden_size, prior_dim=64, hidden_mult=hidden_mult, sigma=float(cfg["sigma"]), missing=missing)
     tlm.mlp.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_tlm(tlm, tmp)
         _copy_adapter(src, tmp / "adapter")
         provenance = {"imported_from": str(src.resolve()), "official_config": cfg,
                       "coordinate_size": int(cfg.get("image_size", 504))}
         (tmp / "import.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return out
+
+
+@contextmanager
+def atomic_dir(out: Path):
+    """Yield a hidden temporary folder beside ``out`` and rename it to ``out`` when the block ends without an
+    error (an empty ``out`` is replaced); on any error it is deleted. A reader never sees half a directory."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
         if out.exists():
             out.rmdir()
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def _copy_adapter(src: Path, dst: Path) -> None:

@@ -12,8 +12,6 @@ temporary name and renamed, so an interrupted export leaves nothing that looks f
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 EXPORT_FILE = "export.json"
@@ -34,7 +32,7 @@ def export_run(run, out, *, dtype: str | None = None) -> dict:
 
     from .. import __version__
     from ..infer import load_model
-    from .checkpoint import save_model_dir, save_tlm
+    from .checkpoint import atomic_dir, save_model_dir, save_tlm
 
     run, out = Path(run), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -47,20 +45,12 @@ def export_run(run, out, *, dtype: str | None = None) -> dict:
         model.backbone = model.backbone.merge_and_unload()
     if dtype is not None:
         model.backbone.to(getattr(torch, dtype))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_model_dir(model, tmp)
         save_tlm(model.tlm, tmp)
         info = {"format": EXPORT_FORMAT, "source": str(run.resolve()), "lora_merged": merged_lora,
                 "settings": settings.to_dict(), "fusar_gpt": __version__}
         (tmp / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 
