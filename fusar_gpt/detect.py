@@ -15,7 +15,6 @@ mostly (``contain``) inside a kept box: the cut-off piece of an object another t
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +92,9 @@ def _scene_header(path: Path):
 
 def pixels_to_lonlat(crs, transform, cols, rows) -> tuple[np.ndarray, np.ndarray]:
     from .geo.aef import crs_key, to_lonlat
+    from .geo.raster import _apply
 
-    t = transform
-    cols, rows = np.asarray(cols, np.float64), np.asarray(rows, np.float64)
-    x, y = t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+    x, y = _apply(transform, np.asarray(cols, np.float64), np.asarray(rows, np.float64))
     lon, lat = to_lonlat(crs_key(crs), x, y)
     return np.asarray(lon), np.asarray(lat)
 
@@ -113,12 +111,9 @@ def polygon(crs, transform, box) -> list[list[float]]:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .data.build import _atomic_bytes
+
+    _atomic_bytes(path, json.dumps(obj).encode())
 
 
 def check_inputs(scene, out, coco, classes, tile, overlap, frame):

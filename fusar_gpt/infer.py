@@ -289,15 +289,9 @@ def ask(model, settings: Settings, image, question: str, *, max_new_tokens: int 
 
 
 def _atomic_jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .data.build import _atomic_bytes
+
+    _atomic_bytes(path, "".join(json.dumps(row) + "\n" for row in rows).encode())
 
 
 def list_images(folder) -> list[Path]:

@@ -164,10 +164,15 @@ def plan(cfg: BuildConfig) -> tuple[list[Job], list[Problem]]:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling: readers see the old file or the whole new one, and
+    a failed write leaves nothing behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _png_bytes(pixels: np.ndarray) -> bytes:
