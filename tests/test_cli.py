@@ -204,9 +204,16 @@ def test_synth_and_build_commands(tmp_path, capsys, monkeypatch):
     line = capsys.readouterr().out
     empty = tmp_path / "empty"
     assert main(["synth", str(empty), "--scenes", "2", "--sites", "2", "--max-targets", "0", "--clutter", "0",
-                 "--json"]) == 0
+                 "--pixel-m", "1", "2", "--image-px", "160", "200", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["annotations"] == 0
-    assert json.loads((empty / "world.json").read_text())["parameters"]["clutter"] == 0.0
+    params = json.loads((empty / "world.json").read_text())["parameters"]
+    assert params["clutter"] == 0.0 and params["pixel_m"] == [1.0, 2.0] and params["image_px"] == [160, 200]
+    import rasterio
+
+    for tif in sorted((empty / "images").glob("*.tif")):  # the demo's scene sizes reach the files
+        with rasterio.open(tif) as src:
+            assert 160 <= src.width <= 200 and 160 <= src.height <= 200
+            assert 1.0 <= abs(src.transform.a) <= 2.0
     assert main(["synth", str(tmp_path / "bad"), "--clutter", "-1"]) == 2
     assert "clutter" in capsys.readouterr().err
     assert main(["synth", str(tmp_path / "bad"), "--min-targets", "3", "--max-targets", "2"]) == 2

@@ -9,7 +9,8 @@ EXAMPLES = {
     "synth": """examples:
   fusar-gpt synth world/ --scenes 40 --seed 0          # AEF tiles, SAR GeoTIFFs, COCO annotations
   fusar-gpt synth big/ --scenes 2000 --sites 8 --json
-  fusar-gpt synth easy/ --scenes 1600 --sites 8 --max-targets 3 --clutter 0.25   # the demo's easier world""",
+  fusar-gpt synth easy/ --scenes 1600 --sites 8 --min-targets 1 --max-targets 1 --clutter 0.25 \
+      --pixel-m 1 2 --image-px 160 224                # the demo's easier world""",
     "build": """examples:
   fusar-gpt build --images world/images --annotations world/annotations.json --aef world/aef --out ds/
   fusar-gpt build --images scenes.txt --annotations voc/ --format voc --aef /data/aef --out ds/ \\
@@ -35,6 +36,10 @@ def add_parsers(sub, fmt) -> None:
                    help="ships and planes per class and scene, each drawn from MIN..N (default 5)")
     s.add_argument("--clutter", type=float, default=1.0,
                    help="density of unannotated look-alikes (buildings, tanks): 1 realistic (default), 0 none")
+    s.add_argument("--pixel-m", type=float, nargs=2, default=(1.0, 3.0), metavar=("MIN", "MAX"),
+                   help="pixel size range in metres, drawn per scene (default 1 3)")
+    s.add_argument("--image-px", type=int, nargs=2, default=(256, 320), metavar=("MIN", "MAX"),
+                   help="scene width/height range in pixels, drawn per scene (default 256 320)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     b = sub.add_parser("build", help="build SAR-text-AEF triplets: a dataset directory (manifest + images + anchors)",
@@ -70,7 +75,7 @@ def cmd_synth(args) -> int:
     from ..data.synth import make_world
 
     summary = make_world(args.out, scenes=args.scenes, seed=args.seed, sites=args.sites, max_targets=args.max_targets,
-                         min_targets=args.min_targets,
+                         min_targets=args.min_targets, pixel_m=tuple(args.pixel_m), image_px=tuple(args.image_px),
                          clutter=args.clutter, progress=not args.json)
     print(json.dumps(summary, default=str) if args.json else
           f"wrote {args.scenes} scenes over {args.sites} sites to {args.out}")
