@@ -253,3 +253,13 @@ def test_chance_findings_use_paired_intervals_against_the_majority_answer():
     assert chance_findings("m", records, majority, majority, n_boot=100)[0] == [
         "m does NOT beat the majority-answer baseline on: count acc 0.750 vs 0.750 (+0.000, 95% interval "
         "[+0.000, +0.000]); locate acc100 1.000 vs 1.000 (+0.000, 95% interval [+0.000, +0.000])."]
+
+
+def test_demo_world_never_shrinks_its_scenes_into_the_frame():
+    """The demo only localises above chance when targets keep their pixels (README, "The demo"): scenes larger
+    than the frame are shrunk and the random vision tower then finds the ship's token only about half the time."""
+    from fusar_gpt.demo import QUICK, DemoSettings
+
+    s = DemoSettings()
+    assert s.image_px[1] <= s.frame and s.min_targets == s.max_targets == 1
+    assert QUICK.image_px == s.image_px  # the quick demo in the tests writes the same kind of world
