@@ -50,12 +50,16 @@ def position_maps(grid: tuple[int, int]) -> np.ndarray:
     the 3x3 localisation cell (``data.tasks.CELLS``, row-major) holding that centre, in raster order. The cell
     one-hot puts the answer's own vocabulary into each token's content: a localisation answer then only needs
     attention to the target tokens and a copy of their cell, not a position decoded from rotary phases."""
+    from ..data.tasks import CELLS, cell_of
+
     gh, gw = grid
     r, c = np.mgrid[0:gh, 0:gw]
-    rows, cols = (r.ravel() + 0.5) / gh, (c.ravel() + 0.5) / gw
-    third = lambda v: np.minimum((v * 3).astype(int), 2)
-    cells = np.eye(9, dtype=np.float32)[3 * third(rows) + third(cols)]
-    return np.concatenate([np.stack([rows, cols], axis=1), cells], axis=1).astype(np.float32)
+    r, c = r.ravel(), c.ravel()
+    # the answers' own rule (data.tasks.cell_of), on a common integer frame of 2*gh*gw units per side
+    side = 2 * gh * gw
+    idx = [CELLS.index(cell_of(((2 * x + 1) * gh, (2 * y + 1) * gw) * 2, side)) for y, x in zip(r, c)]
+    cells = np.eye(9, dtype=np.float32)[idx]
+    return np.concatenate([np.stack([(r + 0.5) / gh, (c + 0.5) / gw], axis=1), cells], axis=1).astype(np.float32)
 
 
 def cell_target_maps(centres: np.ndarray, positions: np.ndarray) -> np.ndarray:
