@@ -71,6 +71,8 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     vision_lr_scale: float = 1.0          # vision-tower parameters train at lr x this (trainable: backbone)
+    tlm_lr_scale: float = 1.0             # TLM parameters train at lr x this: a fresh TLM needs a larger step than
+    #                                       the LoRA adapter on a trained backbone (which a large lr wrecks)
     warmup_ratio: float = 0.05
     schedule: str = "cosine"              # cosine | linear | constant
     loss_per: str = "token"               # token: mean over answer tokens; answer: every answer weighs the same
@@ -143,7 +145,8 @@ def check(r: Recipe) -> None:
         if value < 1:
             raise RecipeError(f"{key}: must be >= 1, got {value}")
     for key, value in (("train.lr", r.train.lr), ("train.epochs", r.train.epochs), ("tlm.sigma", r.tlm.sigma),
-                       ("train.vision_lr_scale", r.train.vision_lr_scale)):
+                       ("train.vision_lr_scale", r.train.vision_lr_scale),
+                       ("train.tlm_lr_scale", r.train.tlm_lr_scale)):
         if not value > 0:
             raise RecipeError(f"{key}: must be > 0, got {value}")
     if not 0 <= r.train.warmup_ratio < 1:

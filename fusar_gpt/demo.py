@@ -29,6 +29,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BASE_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo-base"   # the committed stage-0 model
+
+
+DEMO_TASKS = ("caption", "count", "locate", "classify", "detect", "landcover")
 
 
 @dataclass
@@ -69,6 +73,11 @@ QUICK = DemoSettings(scenes=10, sites=4, tile_px=256, block_size=256, split=(0.8
                      warmup_steps=2, stage0_steps=2, stage0_batch=2, stage1_steps=2, stage2_steps=2, batch_size=2,
                      turns=4, eval_batch=8, eval_limit=24, eval_tasks=("count", "locate", "classify", "detect"),
                      n_boot=200)
+# The committed base model (assets/demo-base): our stage-0 recipe, trained once and longer than the demo could,
+# on a world of ANOTHER seed than the demo's (so the demo's test scenes are unseen), then stored in bfloat16.
+# The demo starts from it as a user starts from Qwen2.5-VL weights; `make base` reproduces it.
+BASE = DemoSettings(seed=1, split=(0.9, 0.05, 0.05), warmup_steps=200, stage0_steps=1000,
+                    stage0_tasks=("count", "locate", "classify", "detect", "caption"))
 STAGE0 = "tiny-cpu/stage0.yaml"
 MODELS = {"fusar-gpt": ("tiny-cpu/stage1.yaml", "tiny-cpu/stage2.yaml"),
           "no-aef": ("ablations/no-aef/stage1.yaml", "ablations/no-aef/stage2.yaml")}
@@ -89,6 +98,60 @@ def _train_stage(recipe_file: str, out: Path, s: DemoSettings, steps: int, *, da
     recipe = resolve_paths(load_recipe(CONFIGS / recipe_file, overrides), out=str(out),
                            data=str(data) if data else None, init=str(init) if init else None)
     return train(recipe, progress=progress)
+
+
+def _world_and_dataset(out: Path, s: DemoSettings, tasks, progress: bool) -> Path:
+    from .data.build import BuildConfig, build
+    from .data.synth import make_world
+
+    world, ds = out / "world", out / "dataset"
+    if not (world / "world.json").exists():
+        make_world(world, scenes=s.scenes, seed=s.seed, sites=s.sites, tile_px=s.tile_px, block_size=s.block_size,
+                   min_targets=s.min_targets, max_targets=s.max_targets, clutter=s.clutter, pixel_m=s.pixel_m,
+                   image_px=s.image_px, progress=progress)
+    if not (ds / "build.json").exists():
+        build(BuildConfig(images=str(world / "images"), annotations=str(world / "annotations.json"),
+                          aef=str(world / "aef"), out=str(ds), frame=s.frame, split=tuple(s.split),
+                          split_by="scene", seed=s.seed, workers=2, tasks=tuple(tasks)), progress=progress)
+    return ds
+
+
+def base_record(s: DemoSettings = BASE) -> dict:
+    """What the committed base is: the stage-0 recipe file, its overrides, and the world's settings."""
+    return {"recipe": STAGE0, "overrides": _stage0_overrides(s), "settings": asdict(s), "dtype": "bfloat16"}
+
+
+def _stage0_overrides(s: DemoSettings) -> dict:
+    return {"model.preset": s.preset, "model.vision_warmup_steps": s.warmup_steps, "train.batch_size": s.stage0_batch,
+            "data.tasks": list(s.stage0_tasks), "train.max_steps": s.stage0_steps, "train.seed": s.seed,
+            "train.loss_per": s.loss_per, "data.turns_per_image": s.turns}
+
+
+def rebuild_base(work="runs/demo-base", target=BASE_DIR, *, settings: DemoSettings = BASE,
+                 progress: bool = True) -> Path:
+    """Reproduce assets/demo-base: synthesise the base world (seed ``settings.seed``), build it, run stage 0 on
+    it and store the resulting model in bfloat16 with ``base.json`` (how it was made) beside it."""
+    import shutil
+
+    import torch
+
+    from .model.backbone import load_backbone
+    from .model.checkpoint import atomic_dir
+
+    work, s = Path(work), settings
+    ds = _world_and_dataset(work, s, DEMO_TASKS, progress)
+    overrides = _stage0_overrides(s)
+    _train_stage(STAGE0, work / "stage0", s, s.stage0_steps, data=ds, progress=progress, **overrides)
+    model, processor = load_backbone(str(work / "stage0" / "model"), dtype=torch.bfloat16)
+    target = Path(target)
+    if target.exists():
+        shutil.rmtree(target)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(str(tmp))
+        processor.tokenizer.save_pretrained(str(tmp))
+        processor.image_processor.save_pretrained(str(tmp))
+        (tmp / "base.json").write_text(json.dumps(base_record(s), indent=2, sort_keys=True) + "\n")
+    return target
 
 
 def findings(paired: dict, subset: dict | None) -> list[str]:

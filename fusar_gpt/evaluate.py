@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 # enough for the canonical answers of each task (captions and box lists are the long ones)
-MAX_NEW_TOKENS = {"count": 8, "locate": 32, "classify": 12, "detect": 160, "caption": 192}
+MAX_NEW_TOKENS = {"count": 8, "locate": 32, "classify": 12, "detect": 160, "caption": 192, "landcover": 8}
 
 
 def load_run(run, device: str = "cpu"):

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from .data.tasks import parse_boxes, parse_label, truth_boxes
 
-TASK_ORDER = ("count", "locate", "classify", "detect", "caption")
+TASK_ORDER = ("count", "locate", "classify", "landcover", "detect", "caption")
 LOWER_IS_BETTER = frozenset({"mae"})
 NOT_FRACTION = frozenset({"n", "mae", "cider"})  # everything else is a fraction in [0, 1]
 MISSING = "—"

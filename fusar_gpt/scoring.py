@@ -12,6 +12,8 @@ design leaves them open:
   the truth is empty, top1 = 1 iff the prediction is empty too. Acc@50 counts empty-vs-empty as 1.
 - classify: per-class accuracy is by TRUE label (coarse ``ship``/``plane`` and fine subtypes are distinct labels).
   Without ``meta["choices"]`` the choices are the truth labels of all records of the same ``meta["level"]``.
+- landcover: as classify (accuracy, per class by true label); the choices are ``meta["choices"]``, else the
+  Dynamic World words ``LANDCOVER_WORDS``.
 - detect: a record is (image, asked class = ``meta["class"]``). A predicted box with an empty label takes the
   asked class; labels match case-insensitively and a box can only match a true box of its label (so a wrongly
   labelled box is a false positive). Greedy one-to-one matching by descending IoU (ties: earlier box first);
@@ -46,6 +48,7 @@ import numpy as np
 
 from .data.tasks import (  # _CELL_RE: the cell mentions parse_cells reads, to keep the model's order
     _CELL_RE,
+    LANDCOVER_WORDS,
     TASKS,
     parse_boxes,
     parse_cells,
@@ -202,11 +205,12 @@ def per_record(records: Sequence[dict], predictions: Mapping[str, str]) -> dict[
                             "first": first, "acc100": pred is not None and p == g,
                             "acc50": pred is not None and 2 * len(p & g) >= len(p | g),
                             "top1": pred is not None and (first in g if g else not p)})
-            elif task == "classify":
-                choices = meta.get("choices") or sorted(choices_of_level[meta.get("level")])
+            elif task in ("classify", "landcover"):
+                choices = meta.get("choices") or (sorted(choices_of_level[meta.get("level")]) if task == "classify"
+                                                  else LANDCOVER_WORDS)
                 true = r["answer"]
                 if not true or true != true.strip() or true not in choices:
-                    raise ValueError(f"record {r['id']!r}: classify answer must be one of {list(choices)}, "
+                    raise ValueError(f"record {r['id']!r}: {task} answer must be one of {list(choices)}, "
                                      f"got {true!r}")
                 pred = parse_label(text, choices)
                 row.update(level=meta.get("level"), true=true, pred=pred, correct=pred == true)
@@ -257,7 +261,7 @@ def _table(task: str, rows: list[dict]) -> tuple[np.ndarray, Figures]:
     elif task == "locate":
         v = [[r["acc100"], r["acc50"], r["top1"], 1] for r in rows]
         figs = {k: (lambda s, j=j: s[..., j] / s[..., 3]) for j, k in enumerate(("acc100", "acc50", "top1"))}
-    elif task == "classify":
+    elif task in ("classify", "landcover"):
         v = [[r["correct"], 1] for r in rows]
         figs = {"acc": lambda s: s[..., 0] / s[..., 1]}
     elif task == "detect":
@@ -310,14 +314,14 @@ def score(records: Sequence[dict], predictions: Mapping[str, str], *, n_boot: in
     for task, rows in per_record(records, predictions).items():
         v, figs = _table(task, rows)
         res = {"n": len(rows), **_figures(v, figs, _weights(len(rows), n_boot, seed, task))}
-        if task in ("classify", "detect"):
-            key = "true" if task == "classify" else "class"
+        if task in ("classify", "landcover", "detect"):
+            key = "class" if task == "detect" else "true"
             per: dict = {}
             for label in sorted({r[key] for r in rows}):
                 sel = np.array([r[key] == label for r in rows])
                 w = _weights(int(sel.sum()), n_boot, seed, task, label)
                 per[label] = _figures(v[sel], figs, w, only=("acc", "f1@0.25", "f1@0.5"))
-            if task == "classify":
+            if task != "detect":
                 res["per_class"] = {k: d["acc"] for k, d in per.items()}
                 res["per_class_ci"] = {k: d["acc_ci"] for k, d in per.items()}
             else:

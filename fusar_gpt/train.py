@@ -237,8 +237,10 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     steps_per_epoch = max(batches.per_epoch // t.grad_accum, 1)
     total = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if ".visual." not in n], "lr": t.lr},
-              {"params": [p for n, p in named if ".visual." in n], "lr": t.lr * t.vision_lr_scale}]
+    is_tlm = lambda n: n.startswith("tlm.") or ".tlm." in n  # noqa: E731
+    groups = [{"params": [p for n, p in named if ".visual." not in n and not is_tlm(n)], "lr": t.lr},
+              {"params": [p for n, p in named if ".visual." in n], "lr": t.lr * t.vision_lr_scale},
+              {"params": [p for n, p in named if is_tlm(n)], "lr": t.lr * t.tlm_lr_scale}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, weight_decay=t.weight_decay)
     schedule = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[t.schedule]
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=math.ceil(t.warmup_ratio * total),

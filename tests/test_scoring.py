@@ -120,6 +120,20 @@ def test_classify_truth_outside_choices_is_an_error():
         score([rec("k9", "classify", "boat", level="coarse", choices=["ship", "plane"])], {})
 
 
+def test_landcover_scores_like_classify_over_the_dynamic_world_words():
+    recs = [rec("l1", "landcover", "water"), rec("l2", "landcover", "crops"), rec("l3", "landcover", "grass"),
+            rec("l4", "landcover", "shrub and scrub")]
+    preds = {"l1": "Mostly water.", "l2": "grass", "l3": "Grass, with some crops", "l4": "shrub_and_scrub"}
+    rows = per_record(recs, preds)["landcover"]
+    assert [r["pred"] for r in rows] == ["water", "grass", "grass", "shrub and scrub"]
+    s = score(recs, preds, n_boot=50)["landcover"]
+    assert s["n"] == 4 and s["acc"] == approx(3 / 4)
+    assert s["per_class"] == {"crops": 0.0, "grass": 1.0, "shrub and scrub": 1.0, "water": 1.0}
+    assert majority_predictions(recs[:3] + [rec("l5", "landcover", "water")], recs[:1]) == {"l1": "water"}
+    with pytest.raises(ValueError, match="'l9'"):
+        score([rec("l9", "landcover", "lava")], {})
+
+
 # ---------------------------------------------------------------- detect
 # Worked by hand. Truth (asked class ship): A = [0,0,10,10], B = [50,50,70,70], C = [226,226,246,246] (wholly
 # outside the 224 frame). Predictions: p1 = A exactly (IoU 1); p2 = A again (duplicate); p3 = [50,50,70,58] with

@@ -13,6 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fusar_gpt.data.tasks import (
+    LANDCOVER_QUESTIONS,
+    LANDCOVER_WORDS,
+    PAPER_TASKS,
+    dominant_cover,
     CAPTION_QUESTIONS,
     CELLS,
     CLASSIFY_QUESTIONS,
@@ -70,7 +74,8 @@ def test_answers_on_a_hand_made_scene():
         ("detect", "plane", '[{"bbox_2d": [250, 20, 290, 40], "label": "plane"}]')]
     none = build_qa(SHIPS, F, ("count", "locate", "detect"), seed=1, classes=("plane",))
     assert [q.answer for q in none] == ["0", "None", "None"]
-    assert [t for t in TASKS if by_task(build_qa(objs, F, seed=1), t)] == list(TASKS)
+    assert [t for t in TASKS if by_task(build_qa(objs, F, seed=1), t)] == list(PAPER_TASKS)  # the default
+    assert [t for t in TASKS if by_task(build_qa(objs, F, TASKS, seed=1, scene=SCENE), t)] == list(TASKS)
 
 
 def test_questions_come_from_the_templates():
@@ -152,11 +157,11 @@ def test_same_seed_same_output_in_every_process():
 
 
 def test_different_seeds_vary_the_wording_not_the_answers():
-    runs = [build_qa(SHIPS, F, seed=s, scene=SCENE) for s in range(60)]
+    runs = [build_qa(SHIPS, F, TASKS, seed=s, scene=SCENE) for s in range(60)]
     for task in TASKS:
         questions = {q.question for qas in runs for q in by_task(qas, task) if q.meta.get("level") != "fine"}
         assert len(questions) >= (4 if task != "classify" else 8), task  # classify: several boxes too
-    for task in ("count", "locate", "detect"):
+    for task in ("count", "locate", "detect", "landcover"):
         assert len({tuple(q.answer for q in by_task(qas, task)) for qas in runs}) == 1
     assert len({by_task(qas, "caption")[0].answer for qas in runs}) >= 4
 
@@ -311,3 +316,23 @@ def test_formatted_boxes_round_trip(items):
     dump = lambda d: json.dumps(d, sort_keys=True)
     assert sorted(map(dump, truth_boxes(text))) == sorted(map(dump, items))
     assert parse_boxes(f"```json\n{text}\n```") == truth_boxes(text)
+
+
+def test_landcover_asks_the_dominant_class_once_and_only_when_known():
+    qas = by_task(build_qa(SHIPS, F, TASKS, seed=3, scene=SCENE), "landcover")
+    assert [(q.answer, q.meta["choices"]) for q in qas] == [("water", list(LANDCOVER_WORDS))]
+    assert qas[0].question in LANDCOVER_QUESTIONS
+    assert parse_label(qas[0].answer, LANDCOVER_WORDS) == "water"  # the scorer reads its own truth back
+    assert by_task(build_qa(SHIPS, F, TASKS, seed=3), "landcover") == []  # no scene: no question, no guess
+    assert by_task(build_qa(SHIPS, F, TASKS, seed=3, scene=SceneInfo(landcover={})), "landcover") == []
+
+
+def test_dominant_cover_rules():
+    assert dominant_cover({"shrub_and_scrub": 0.5, "crops": 0.3, "water": 0.2}) == "shrub and scrub"
+    assert dominant_cover({"flooded_vegetation": 40, "bare": 35, "water": 25}) == "flooded vegetation"  # percent
+    assert dominant_cover({"grass": 0.4, "crops": 0.4}) == "grass"  # a tie: Dynamic World order
+    assert dominant_cover({"water": 0.0}) is None and dominant_cover(None) is None
+    with pytest.raises(ValueError, match="lava"):
+        dominant_cover({"lava": 0.9})
+    with pytest.raises(ValueError, match="finite"):
+        dominant_cover({"water": float("nan")})

@@ -61,9 +61,14 @@ def _losses(run) -> dict[int, float]:
 
 def test_stage1_then_stage2_train_exactly_the_right_tensors_and_the_loss_falls(dataset, tmp_path):
     r1 = _recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "s1", dataset,
-                 **{"train.max_steps": 12, "train.batch_size": 4, "train.lr": 3e-3})
+                 **{"train.max_steps": 12, "train.batch_size": 4, "train.lr": 1e-3, "train.tlm_lr_scale": 3.0})
     summary = train(r1, progress=False)
     assert summary["finished"] and summary["steps"] == 12
+    from fusar_gpt.model.checkpoint import safe_torch_load
+
+    groups = safe_torch_load(tmp_path / "s1" / "trainer_state.pt")["optimizer"]["param_groups"]
+    assert [(len(g["params"]), g["initial_lr"]) for g in groups] == [(28, pytest.approx(1e-3)),
+                                                                     (5, pytest.approx(3e-3))]  # LoRA (2 layers x 7 x A, B), TLM
     losses = _losses(tmp_path / "s1")
     assert np.mean([losses[s] for s in (11, 12)]) < np.mean([losses[s] for s in (1, 2)]) - 0.1
     torch.manual_seed(r1.train.seed)

@@ -54,7 +54,8 @@ def add_parsers(sub, fmt) -> None:
     b.add_argument("--aef-index", help="AEF index file (for remote roots)")
     b.add_argument("--out", help="dataset folder")
     b.add_argument("--tasks", default=",".join(("caption", "count", "locate", "classify", "detect")),
-                   help="comma list of caption,count,locate,classify,detect")
+                   help="comma list of caption,count,locate,classify,detect (the paper's, the default) and "
+                        "landcover (the scene's dominant land cover: the question the AEF prior decides)")
     b.add_argument("--classes", default="ship,plane", help="target classes (default ship,plane)")
     b.add_argument("--frame", type=int, default=504, help="square model frame in px, multiple of 28 (default 504)")
     b.add_argument("--grid", type=int, default=8, help="AEF anchor grid per side (default 8)")

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..geo import GeoError
 from .annotations import ImageAnnotations, Problem, read_annotations, validate_objects
-from .tasks import TASKS, FrameObj, SceneInfo, build_qa
+from .tasks import PAPER_TASKS, TASKS, FrameObj, SceneInfo, build_qa
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 SPLITS = ("train", "val", "test")
@@ -34,7 +34,7 @@ class BuildConfig:
     aef: str
     out: str
     fmt: str = "coco"
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = PAPER_TASKS  # add "landcover" for the AEF-decided question family
     frame: int = 504
     grid: int = 8
     classes: tuple[str, ...] = ("ship", "plane")

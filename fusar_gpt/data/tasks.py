@@ -19,7 +19,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-TASKS = ("caption", "count", "locate", "classify", "detect")
+TASKS = ("caption", "count", "locate", "classify", "detect", "landcover")
+# The paper's five; ``landcover`` (the dominant land cover of the scene) is ours: SAR backscatter barely tells
+# grass from crops from scrub (real S1 VV means within 0.5 dB of each other), AEF vectors tell them apart, so
+# it is the question family on which the geographic prior has to make the difference. Opt-in.
+PAPER_TASKS = TASKS[:5]
 CELLS = ("top-left", "top", "top-right", "left", "center", "right", "bottom-left", "bottom", "bottom-right")
 
 COUNT_QUESTIONS = (
@@ -63,6 +67,15 @@ CAPTION_QUESTIONS = (
     "Write a short description of this SAR image: land cover, layout and targets.",
     "Summarise what this SAR image shows.",
 )
+LANDCOVER_QUESTIONS = (
+    "What is the dominant land cover in this image?",
+    "Which land-cover class covers most of this scene?",
+    "What kind of surface makes up most of this SAR image?",
+    "Name the main land cover of this scene.",
+)
+# Dynamic World classes as landcover answers (canonical words, one per class).
+LANDCOVER_WORDS = ("water", "trees", "grass", "flooded vegetation", "crops", "shrub and scrub", "built", "bare",
+                   "snow and ice")
 # Dynamic World class ids -> words a caption can use.
 COVER_NAMES = {"water": "water", "trees": "trees", "grass": "grass", "flooded_vegetation": "flooded vegetation",
                "crops": "cropland", "shrub_and_scrub": "shrub and scrub", "built": "built-up land",
@@ -171,12 +184,13 @@ def _check(objects, frame, tasks, classes, max_classify) -> list[FrameObj]:
     return out
 
 
-def build_qa(objects: Sequence[FrameObj], frame: int, tasks: Sequence[str] = TASKS, *, seed,
+def build_qa(objects: Sequence[FrameObj], frame: int, tasks: Sequence[str] = PAPER_TASKS, *, seed,
              scene: SceneInfo | None = None, classes: Sequence[str] = ("ship", "plane"),
              subtypes: Mapping[str, Sequence[str]] | None = None, max_classify: int = 3) -> list[QA]:
     """All question/answer turns of one image, task by task in ``tasks`` order.
 
-    count, locate and detect ask once per class in ``classes`` (absent classes give ``0`` / ``None``: the
+    count, locate and detect ask once per class in ``classes``; landcover asks once when the scene's land-cover
+    shares are known (the class with the largest share, see :func:`dominant_cover`), else not at all; (absent classes give ``0`` / ``None``: the
     negatives a detector needs). classify asks about up to ``max_classify`` objects whose label is in
     ``classes`` (a seeded choice): coarse when there are two or more classes, fine when the object has a
     subtype and there are two or more options: ``subtypes[label]`` (pass it dataset-wide), else the subtypes
@@ -191,6 +205,11 @@ def build_qa(objects: Sequence[FrameObj], frame: int, tasks: Sequence[str] = TAS
                           caption_text(objs, frame, scene, seed=seed, classes=classes), {}))
         elif task == "classify":
             out += _classify(objs, seed, classes, subtypes, max_classify)
+        elif task == "landcover":
+            answer = dominant_cover((scene or SceneInfo()).landcover)
+            if answer is not None:
+                out.append(QA(task, _pick(LANDCOVER_QUESTIONS, seed, task), answer,
+                              {"choices": list(LANDCOVER_WORDS)}))
         else:
             templates = {"count": COUNT_QUESTIONS, "locate": LOCATE_QUESTIONS, "detect": DETECT_QUESTIONS}[task]
             for c in classes:
@@ -227,11 +246,7 @@ def _classify(objs, seed, classes, subtypes, max_classify) -> list[QA]:
     return out
 
 
-def _cover(k) -> str:
-    return COVER_NAMES.get(k, str(k).replace("_", " "))
-
-
-def _terrain(landcover, seed) -> list[str]:
+def _shares(landcover) -> dict[str, float]:
     shares = {}
     for k, v in landcover.items():
         if not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0):
@@ -239,6 +254,30 @@ def _terrain(landcover, seed) -> list[str]:
         shares[str(k)] = float(v)
     if sum(shares.values()) > 1.5:
         shares = {k: v / 100 for k, v in shares.items()}
+    return shares
+
+
+def dominant_cover(landcover) -> str | None:
+    """The landcover answer: the word (``LANDCOVER_WORDS``) of the Dynamic World class with the largest share;
+    ties go to the class first in Dynamic World order. None without shares; an unknown class is a ValueError."""
+    if not landcover:
+        return None
+    shares = _shares(landcover)
+    keys = [k.replace("_", " ") for k in shares]
+    bad = [k for k in keys if k not in LANDCOVER_WORDS]
+    if bad:
+        raise ValueError(f"landcover class {bad[0]!r} is not a Dynamic World class ({', '.join(LANDCOVER_WORDS)})")
+    share = dict(zip(keys, shares.values()))
+    best = max(LANDCOVER_WORDS, key=lambda w: (share.get(w, -1.0), -LANDCOVER_WORDS.index(w)))
+    return best if share.get(best, 0.0) > 0 else None
+
+
+def _cover(k) -> str:
+    return COVER_NAMES.get(k, str(k).replace("_", " "))
+
+
+def _terrain(landcover, seed) -> list[str]:
+    shares = _shares(landcover)
     ranked = sorted(((k, round(100 * v)) for k, v in shares.items()), key=lambda kv: (-kv[1], kv[0]))
     major = [(k, p) for k, p in ranked if p >= 5][:4]
     minor = [_cover(k) for k, p in ranked if p >= 1 and (k, p) not in major]
