@@ -67,8 +67,9 @@ def test_stage1_then_stage2_train_exactly_the_right_tensors_and_the_loss_falls(d
     from fusar_gpt.model.checkpoint import safe_torch_load
 
     groups = safe_torch_load(tmp_path / "s1" / "trainer_state.pt")["optimizer"]["param_groups"]
+    # LoRA (2 layers x 7 projections x A, B) at lr, then the TLM at lr x tlm_lr_scale
     assert [(len(g["params"]), g["initial_lr"]) for g in groups] == [(28, pytest.approx(1e-3)),
-                                                                     (5, pytest.approx(3e-3))]  # LoRA (2 layers x 7 x A, B), TLM
+                                                                     (5, pytest.approx(3e-3))]
     losses = _losses(tmp_path / "s1")
     assert np.mean([losses[s] for s in (11, 12)]) < np.mean([losses[s] for s in (1, 2)]) - 0.1
     torch.manual_seed(r1.train.seed)

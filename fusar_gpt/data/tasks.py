@@ -189,8 +189,8 @@ def build_qa(objects: Sequence[FrameObj], frame: int, tasks: Sequence[str] = PAP
              subtypes: Mapping[str, Sequence[str]] | None = None, max_classify: int = 3) -> list[QA]:
     """All question/answer turns of one image, task by task in ``tasks`` order.
 
-    count, locate and detect ask once per class in ``classes``; landcover asks once when the scene's land-cover
-    shares are known (the class with the largest share, see :func:`dominant_cover`), else not at all; (absent classes give ``0`` / ``None``: the
+    landcover asks once when the scene's land-cover shares are known (:func:`dominant_cover`), else not at all.
+    count, locate and detect ask once per class in ``classes`` (absent classes give ``0`` / ``None``: the
     negatives a detector needs). classify asks about up to ``max_classify`` objects whose label is in
     ``classes`` (a seeded choice): coarse when there are two or more classes, fine when the object has a
     subtype and there are two or more options: ``subtypes[label]`` (pass it dataset-wide), else the subtypes
