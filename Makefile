@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fusar-installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo base lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install
 
 demo: install
 	$(BIN)/fusar-gpt demo
+
+# re-make the committed base model of the demo (assets/demo-base) with its recorded recipe (~15 min)
+base: install
+	$(BIN)/fusar-gpt demo --rebuild-base
 
 lint: install
 	$(BIN)/ruff check fusar_gpt tests benchmarks

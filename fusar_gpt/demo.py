@@ -53,26 +53,33 @@ class DemoSettings:
     stage0_steps: int = 400
     stage0_batch: int = 4      # more, smaller steps learn more per CPU second than fewer large ones
     stage0_tasks: tuple = ("count", "locate", "classify", "detect")
-    stage1_steps: int = 20
-    stage2_steps: int = 30
+    base: str | None = str(BASE_DIR)  # the stage-0 model to start from; None: run stage 0 here (quick mode)
+    stage1_tasks: tuple = ("caption", "landcover")
+    stage2_tasks: tuple = ("count", "locate", "classify", "detect", "landcover")
+    stage1_steps: int = 80
+    stage2_steps: int = 40
     # stages I and II continue a model that can already see: small steps, as the paper's 1e-4 / 1e-5 on 7B
-    # (the CPU recipes' 1e-3 / 5e-4 are for LoRA on a random LLM and wreck a trained one: loss 0.5 -> 11)
+    # (the CPU recipes' 1e-3 / 5e-4 are for LoRA on a random LLM and wreck a trained one: loss 0.5 -> 11);
+    # the fresh TLM needs a larger one than the LoRA (stage I only; stage II freezes it)
     stage1_lr: float = 1e-4
     stage2_lr: float = 1e-4
+    tlm_lr_scale: float = 10.0
     batch_size: int = 8
     turns: int = 8             # questions per image and training sequence
     loss_per: str = "answer"   # a count answer weighs as much as a box list (token mean: boxes dominate)
     eval_batch: int = 16
-    eval_tasks: tuple = ("count", "locate", "classify")
+    eval_tasks: tuple = ("count", "locate", "classify", "landcover", "detect", "caption")
+    # test records per task (the first n of each); the long answers (boxes, captions) are the costly ones
+    eval_per_task: tuple = (("count", 480), ("locate", 480), ("classify", 400), ("landcover", 480), ("detect", 160),
+                            ("caption", 120))
     eval_limit: int | None = None
     n_boot: int = 1000
     seed: int = 0
 
 
 QUICK = DemoSettings(scenes=10, sites=4, tile_px=256, block_size=256, split=(0.8, 0.1, 0.1), preset="tiny",
-                     warmup_steps=2, stage0_steps=2, stage0_batch=2, stage1_steps=2, stage2_steps=2, batch_size=2,
-                     turns=4, eval_batch=8, eval_limit=24, eval_tasks=("count", "locate", "classify", "detect"),
-                     n_boot=200)
+                     base=None, warmup_steps=2, stage0_steps=2, stage0_batch=2, stage1_steps=2, stage2_steps=2,
+                     batch_size=2, turns=4, eval_batch=8, eval_limit=24, eval_per_task=(), n_boot=200)
 # The committed base model (assets/demo-base): our stage-0 recipe, trained once and longer than the demo could,
 # on a world of ANOTHER seed than the demo's (so the demo's test scenes are unseen), then stored in bfloat16.
 # The demo starts from it as a user starts from Qwen2.5-VL weights; `make base` reproduces it.
@@ -100,7 +107,7 @@ def _train_stage(recipe_file: str, out: Path, s: DemoSettings, steps: int, *, da
     return train(recipe, progress=progress)
 
 
-def _world_and_dataset(out: Path, s: DemoSettings, tasks, progress: bool) -> Path:
+def world_and_dataset(out: Path, s: DemoSettings, tasks, progress: bool) -> Path:
     from .data.build import BuildConfig, build
     from .data.synth import make_world
 
@@ -116,9 +123,17 @@ def _world_and_dataset(out: Path, s: DemoSettings, tasks, progress: bool) -> Pat
     return ds
 
 
+BASE_FIELDS = ("scenes", "sites", "min_targets", "max_targets", "clutter", "pixel_m", "image_px", "tile_px",
+               "block_size", "frame", "split", "preset", "warmup_steps", "stage0_steps", "stage0_batch", "stage0_tasks",
+               "turns", "loss_per", "seed")
+
+
 def base_record(s: DemoSettings = BASE) -> dict:
-    """What the committed base is: the stage-0 recipe file, its overrides, and the world's settings."""
-    return {"recipe": STAGE0, "overrides": _stage0_overrides(s), "settings": asdict(s), "dtype": "bfloat16"}
+    """What the committed base is: the stage-0 recipe file, its overrides, the settings of the world it was
+    trained on (those that shape it) and the dataset's tasks (its tokenizer's corpus)."""
+    world = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(s).items() if k in BASE_FIELDS}
+    return {"recipe": STAGE0, "overrides": _stage0_overrides(s), "settings": world, "dataset_tasks": list(DEMO_TASKS),
+            "dtype": "bfloat16"}
 
 
 def _stage0_overrides(s: DemoSettings) -> dict:
@@ -139,7 +154,7 @@ def rebuild_base(work="runs/demo-base", target=BASE_DIR, *, settings: DemoSettin
     from .model.checkpoint import atomic_dir
 
     work, s = Path(work), settings
-    ds = _world_and_dataset(work, s, DEMO_TASKS, progress)
+    ds = world_and_dataset(work, s, DEMO_TASKS, progress)
     overrides = _stage0_overrides(s)
     _train_stage(STAGE0, work / "stage0", s, s.stage0_steps, data=ds, progress=progress, **overrides)
     model, processor = load_backbone(str(work / "stage0" / "model"), dtype=torch.bfloat16)
@@ -187,7 +202,8 @@ def findings(paired: dict, subset: dict | None) -> list[str]:
     return lines
 
 
-MAIN_FIGURES = (("count", "acc"), ("locate", "acc100"), ("classify", "acc"), ("detect", "f1@0.5"), ("caption", "bleu4"))
+MAIN_FIGURES = (("count", "acc"), ("locate", "acc100"), ("classify", "acc"), ("landcover", "acc"),
+                ("detect", "f1@0.25"), ("detect", "f1@0.5"), ("caption", "rougeL"), ("caption", "bleu4"))
 
 
 def chance_findings(name: str, records: list, predictions: dict, majority: dict, n_boot: int) -> tuple[list, dict]:
@@ -215,9 +231,9 @@ def chance_findings(name: str, records: list, predictions: dict, majority: dict,
 
 
 def aef_use(run, records: list, predictions: dict, *, batch_size: int, n_boot: int) -> tuple[list, dict]:
-    """How much a FUSAR-GPT run's answers depend on the anchors: the same records answered again with the anchors
-    removed (the TLM's learned null prior stands in). Where FUSAR-GPT does not beat the no-AEF baseline, this
-    says why: few changed answers mean the TLM has not (yet) learned to use AEF, so the SAR alone decides."""
+    """How much a FUSAR-GPT run's answers depend on the anchors: the same records (the AEF-informative ones:
+    landcover and coarse ship/plane questions) answered again with the anchors removed (the TLM's learned null
+    prior stands in). Few changed answers mean the TLM has not learned to use AEF: the SAR alone decides."""
     from .evaluate import load_run, predict
     from .scoring import paired
 
@@ -225,25 +241,91 @@ def aef_use(run, records: list, predictions: dict, *, batch_size: int, n_boot: i
     without = predict(model, [dict(r, aef=None) for r in records], batch_size=batch_size, progress=False)
     ids = [str(r["id"]) for r in records]
     changed = sum(predictions.get(i) != without[i] for i in ids)
-    d = paired(records, predictions, without, n_boot=n_boot).get("classify", {}).get("acc", {})
-    figures = {"n": len(ids), "changed": changed, "acc_with": d.get("a"), "acc_without": d.get("b"),
-               "diff_ci": d.get("diff_ci")}
-    text = (f"Removing the anchors changes {changed} of {len(ids)} FUSAR-GPT answers on the coarse ship/plane "
-            f"questions")
-    if d.get("diff_ci") is not None:
-        lo, hi = d["diff_ci"]
-        text += f" (accuracy {d['a']:.3f} with anchors vs {d['b']:.3f} without, 95% interval [{lo:+.3f}, {hi:+.3f}])"
+    diffs = paired(records, predictions, without, n_boot=n_boot)
+    figures = {"n": len(ids), "changed": changed, "by_task": {}}
+    text = f"Removing the anchors changes {changed} of {len(ids)} FUSAR-GPT answers to the AEF-informative questions"
+    parts = []
+    for task in ("landcover", "classify"):
+        d = diffs.get(task, {}).get("acc")
+        if not d:
+            continue
+        n_changed = sum(predictions.get(str(r["id"])) != without[str(r["id"])] for r in records if r["task"] == task)
+        figures["by_task"][task] = {"n": d["n"], "changed": n_changed, "acc_with": d["a"], "acc_without": d["b"],
+                                    "diff_ci": d["diff_ci"]}
+        if d.get("diff_ci") is not None:
+            lo, hi = d["diff_ci"]
+            parts.append(f"{task}: {n_changed} of {d['n']} changed, accuracy {d['a']:.3f} with anchors vs {d['b']:.3f} "
+                         f"without, 95% interval [{lo:+.3f}, {hi:+.3f}]")
+    if parts:
+        text += " (" + "; ".join(parts) + ")"
     if changed <= max(1, len(ids) // 50):
         text += ": the TLM barely moves the visual tokens yet, so these answers come from the SAR image alone"
     return [text + "."], figures
 
 
+def _flat(diffs: dict) -> dict:
+    """``paired`` output as ``{"task metric": {n, a, b, diff, diff_ci}}`` (the shape of ``vs_majority``)."""
+    return {f"{task} {metric}": d for task, figures in diffs.items() for metric, d in figures.items()
+            if isinstance(d, dict) and d.get("diff_ci") is not None}
+
+
+def per_class(records: list, predictions: dict) -> dict:
+    """Accuracy per true coarse class (``ship``, ``plane``) of the coarse classify questions: a model that
+    answers one class every time shows it here (the overall accuracy hides it)."""
+    from .scoring import score
+
+    coarse = [r for r in records if r["task"] == "classify" and r["meta"].get("level") == "coarse"]
+    return score(coarse, predictions, n_boot=1)["classify"]["per_class"] if coarse else {}
+
+
+def stage0_model(out: Path, ds: Path, s: DemoSettings, progress: bool) -> str:
+    """The stage-0 model the two compared models start from: the committed base, or (quick mode, or a base of
+    your own) stage 0 run here."""
+    if s.base:
+        base = Path(s.base)
+        if not (base / "config.json").exists():
+            raise FileNotFoundError(f"{base}: no base model there; 'make base' (fusar-gpt demo --rebuild-base) "
+                                    f"rebuilds it")
+        return str(base.resolve())
+    overrides = {**_stage0_overrides(s), "train.seed": s.seed}
+    _train_stage(STAGE0, out / "stage0", s, s.stage0_steps, data=ds, progress=progress, **overrides)
+    return str((out / "stage0" / "model").resolve())
+
+
+def train_and_evaluate(run: Path, recipes: tuple, ds: Path, s: DemoSettings, base: str, times: dict,
+                       progress: bool) -> dict:
+    """One compared model: stage I then stage II from ``base`` (or one stage alone when ``recipes`` holds one
+    recipe: the one-stage ablation trains every task at once for the steps of both), then its evaluation on the
+    test split in ``run/eval``. Returns stage I's training summary; the wall times land in ``times``."""
+    from .evaluate import evaluate_run
+
+    name = run.name
+    t = time.perf_counter()
+    seen = {"model.base": base, "model.preset": None}
+    first = {"train.lr": s.stage1_lr, "train.tlm_lr_scale": s.tlm_lr_scale, "data.tasks": list(s.stage1_tasks)}
+    if len(recipes) == 1:
+        tasks = list(dict.fromkeys(s.stage1_tasks + s.stage2_tasks))
+        summary = _train_stage(recipes[0], run / "stage2", s, s.stage1_steps + s.stage2_steps, data=ds,
+                               progress=progress, **seen, **{**first, "data.tasks": tasks})
+    else:
+        summary = _train_stage(recipes[0], run / "stage1", s, s.stage1_steps, data=ds, progress=progress, **seen,
+                               **first)
+        _train_stage(recipes[1], run / "stage2", s, s.stage2_steps, init=run / "stage1", progress=progress,
+                     **{"train.lr": s.stage2_lr, "data.tasks": list(s.stage2_tasks)})
+    times[f"train {name}"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if not (run / "eval" / "metrics.json").exists():
+        evaluate_run(run / "stage2", ds / "manifest.jsonl", split="test", batch_size=s.eval_batch, out=run / "eval",
+                     progress=progress, n_boot=s.n_boot, limit=s.eval_limit, tasks=list(s.eval_tasks),
+                     per_task=dict(s.eval_per_task))
+    times[f"eval {name}"] = time.perf_counter() - t
+    return summary
+
+
 def run_demo(out="runs/demo", *, quick: bool = False, settings: DemoSettings | None = None,
              progress: bool = True) -> dict:
-    from .data.build import BuildConfig, build
     from .data.dataset import load_manifest
-    from .data.synth import make_world
-    from .evaluate import compare_runs, evaluate_run
+    from .evaluate import compare_runs
     from .scoring import majority_predictions, paired, read_predictions
 
     s = settings or (QUICK if quick else DemoSettings())
@@ -251,38 +333,15 @@ def run_demo(out="runs/demo", *, quick: bool = False, settings: DemoSettings | N
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    world, ds = out / "world", out / "dataset"
-    if not (world / "world.json").exists():
-        make_world(world, scenes=s.scenes, seed=s.seed, sites=s.sites, tile_px=s.tile_px, block_size=s.block_size,
-                   min_targets=s.min_targets, max_targets=s.max_targets, clutter=s.clutter, pixel_m=s.pixel_m,
-                   image_px=s.image_px, progress=progress)
-    times["synth"] = time.perf_counter() - t0
-    if not (ds / "build.json").exists():
-        build(BuildConfig(images=str(world / "images"), annotations=str(world / "annotations.json"),
-                          aef=str(world / "aef"), out=str(ds), frame=s.frame, split=tuple(s.split),
-                          split_by="scene", seed=s.seed, workers=2), progress=progress)
-    times["build"] = time.perf_counter() - t0 - sum(times.values())
+    ds = world_and_dataset(out, s, DEMO_TASKS, progress)
+    times["synth + build"] = time.perf_counter() - t0
     t = time.perf_counter()
-    _train_stage(STAGE0, out / "stage0", s, s.stage0_steps, data=ds, progress=progress,
-                 **{"model.preset": s.preset, "model.vision_warmup_steps": s.warmup_steps,
-                    "train.batch_size": s.stage0_batch, "data.tasks": list(s.stage0_tasks)})
-    times["train stage 0"] = time.perf_counter() - t
-    seen = {"model.base": str((out / "stage0" / "model").resolve()), "model.preset": None}
-    evals = []
-    for name, (c1, c2) in MODELS.items():
-        t = time.perf_counter()
-        _train_stage(c1, out / name / "stage1", s, s.stage1_steps, data=ds, progress=progress,
-                     **seen, **{"train.lr": s.stage1_lr})
-        _train_stage(c2, out / name / "stage2", s, s.stage2_steps, init=out / name / "stage1", progress=progress,
-                     **{"train.lr": s.stage2_lr})
-        times[f"train {name}"] = time.perf_counter() - t
-        t = time.perf_counter()
-        evaluate_run(out / name / "stage2", ds / "manifest.jsonl", split="test", batch_size=s.eval_batch,
-                     out=out / name / "eval", progress=progress, n_boot=s.n_boot, limit=s.eval_limit,
-                     tasks=list(s.eval_tasks))
-        times[f"eval {name}"] = time.perf_counter() - t
+    seen = {"model.base": stage0_model(out, ds, s, progress)}
+    times["stage 0"] = time.perf_counter() - t
+    evals, stage1 = [], {}
+    for name, recipes in MODELS.items():
+        stage1[name] = train_and_evaluate(out / name, recipes, ds, s, seen["model.base"], times, progress)
         evals.append(out / name / "eval")
-    # the AEF-informative subset: coarse ship/plane questions (dark water vs dark tarmac)
     records = load_manifest(ds / "manifest.jsonl", split="test", tasks=list(s.eval_tasks))
     preds = [read_predictions(e / "predictions.jsonl") for e in evals]
     records = [r for r in records if str(r["id"]) in preds[0]]
@@ -291,21 +350,28 @@ def run_demo(out="runs/demo", *, quick: bool = False, settings: DemoSettings | N
     main = paired(records, preds[0], preds[1], n_boot=s.n_boot)
     notes = findings(main, subset)
     aef = None
-    if coarse:
-        lines, aef = aef_use(out / "fusar-gpt" / "stage2", coarse, preds[0], batch_size=s.eval_batch,
+    informative = [r for r in records if r["task"] == "landcover"] + coarse
+    if informative:
+        t = time.perf_counter()
+        lines, aef = aef_use(out / "fusar-gpt" / "stage2", informative, preds[0], batch_size=s.eval_batch,
                              n_boot=s.n_boot)
         notes += lines
+        times["anchors removed"] = time.perf_counter() - t
     majority = majority_predictions(load_manifest(ds / "manifest.jsonl", split="train", tasks=list(s.eval_tasks)),
                                     records)
     chance = {}
     for name, p in zip(MODELS, preds):
         lines, chance[name] = chance_findings(name, records, p, majority, s.n_boot)
         notes += lines
+    classes = {name: per_class(records, p) for name, p in zip(MODELS, preds)}
+    notes.append("Coarse classification per true class: " + "; ".join(
+        f"{name} " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(c.items())) for name, c in classes.items()) + ".")
     result = compare_runs(evals, out=out / "compare", names=list(MODELS), title="FUSAR-GPT vs no-AEF (demo)",
                           notes=notes + [f"settings: {json.dumps(asdict(s))}"])
     times["total"] = time.perf_counter() - t0
     summary = {"table": result["table"], "report": result["report"], "findings": notes, "vs_majority": chance,
-               "aef_use": aef, "seconds": {k: round(v, 1) for k, v in times.items()}, "settings": asdict(s)}
+               "vs_no_aef": _flat(main), "per_class": classes, "aef_use": aef, "stage1": stage1,
+               "seconds": {k: round(v, 1) for k, v in times.items()}, "settings": asdict(s)}
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -89,9 +89,10 @@ def write_predictions(path, predictions: dict[str, str]) -> None:
 
 def evaluate_run(run, manifest, *, split: str | None = "test", tasks: Sequence[str] | None = None,
                  batch_size: int = 8, out=None, progress: bool = True, baseline_split: str | None = "train",
-                 n_boot: int = 1000, limit: int | None = None) -> dict:
+                 n_boot: int = 1000, limit: int | None = None, per_task: dict[str, int] | None = None) -> dict:
     """Generate on ``split``, score, and write predictions.jsonl, metrics.json and report.md into ``out``
-    (default: the run directory). The majority-answer baseline comes from ``baseline_split``."""
+    (default: the run directory). The majority-answer baseline comes from ``baseline_split``. ``limit`` keeps the
+    first records, ``per_task`` the first n records of each task named (manifest order, so the same every run)."""
     from .data.dataset import load_manifest
     from .report import write_report
     from .scoring import majority_predictions, score
@@ -99,6 +100,14 @@ def evaluate_run(run, manifest, *, split: str | None = "test", tasks: Sequence[s
     records = load_manifest(manifest, split=split, tasks=tasks)
     if limit:
         records = records[:limit]
+    if per_task:
+        seen: dict[str, int] = {}
+        keep = []
+        for r in records:
+            seen[r["task"]] = seen.get(r["task"], 0) + 1
+            if seen[r["task"]] <= per_task.get(r["task"], len(records)):
+                keep.append(r)
+        records = keep
     if not records:
         raise ValueError(f"{manifest}: no records for split {split!r} and tasks {tasks}")
     out = Path(out or run)

@@ -63,12 +63,15 @@ def test_quick_demo_runs_the_whole_pipeline(quick_demo):
     out, summary = quick_demo
     lines = (out / "dataset" / "manifest.jsonl").read_text().splitlines()
     evaluated = set(summary["settings"]["eval_tasks"])
-    assert evaluated == {"count", "locate", "classify", "detect"}
+    assert evaluated == {"count", "locate", "classify", "landcover", "detect", "caption"}
     n_test = sum(json.loads(ln)["split"] == "test" and json.loads(ln)["task"] in evaluated for ln in lines)
     assert "majority baseline" in summary["table"] and "fusar-gpt" in summary["table"]
     assert summary["findings"] and all(isinstance(f, str) for f in summary["findings"])
     assert any("majority-answer baseline" in f for f in summary["findings"])
-    assert set(summary["vs_majority"]) == {"fusar-gpt", "no-aef"}
+    assert set(summary["vs_majority"]) == {"fusar-gpt", "no-aef"} == set(summary["per_class"])
+    assert summary["vs_no_aef"] and all(set(d) == {"n", "a", "b", "diff", "diff_ci"} and len(d["diff_ci"]) == 2
+                                        for d in summary["vs_no_aef"].values())
+    assert all(" " in k for k in summary["vs_no_aef"])  # "task metric" keys, as vs_majority's
     # stage 0 trained the whole backbone; both models start from its standalone model directory
     assert (out / "stage0" / "model" / "config.json").exists()
     for name in ("fusar-gpt", "no-aef"):
@@ -99,11 +102,13 @@ def test_aef_use_answers_again_without_the_anchors(quick_demo):
     bare = predict(model, [dict(r, aef=None) for r in records], batch_size=8, progress=False)
     # answers equal to the anchor-free ones: nothing changed, and the note says the SAR alone decides
     lines, fig = aef_use(run, records, bare, batch_size=8, n_boot=50)
-    assert fig["n"] == len(records) and fig["changed"] == 0 and fig["acc_with"] == fig["acc_without"]
+    by = fig["by_task"]["classify"]
+    assert fig["n"] == len(records) and fig["changed"] == 0 and by["acc_with"] == by["acc_without"]
     assert "SAR image alone" in lines[0]
     # every answer different from the anchor-free one: all changed
     lines, fig = aef_use(run, records, {str(r["id"]): "no such class" for r in records}, batch_size=8, n_boot=50)
-    assert fig["changed"] == len(records) and fig["acc_with"] == 0 and "SAR image alone" not in lines[0]
+    assert fig["changed"] == len(records) == fig["by_task"]["classify"]["changed"]
+    assert fig["by_task"]["classify"]["acc_with"] == 0 and "SAR image alone" not in lines[0]
 
 
 def test_score_and_compare_commands_on_the_demo_runs(quick_demo, tmp_path, capsys):
