@@ -70,8 +70,8 @@ class DemoSettings:
     eval_batch: int = 16
     eval_tasks: tuple = ("count", "locate", "classify", "landcover", "detect", "caption")
     # test records per task (the first n of each); the long answers (boxes, captions) are the costly ones
-    eval_per_task: tuple = (("count", 480), ("locate", 480), ("classify", 400), ("landcover", 480), ("detect", 160),
-                            ("caption", 120))
+    eval_per_task: tuple = (("count", 240), ("locate", 240), ("classify", 300), ("landcover", 480), ("detect", 120),
+                            ("caption", 80))
     eval_limit: int | None = None
     n_boot: int = 1000
     seed: int = 0
@@ -84,7 +84,7 @@ QUICK = DemoSettings(scenes=10, sites=4, tile_px=256, block_size=256, split=(0.8
 # on a world of ANOTHER seed than the demo's (so the demo's test scenes are unseen), then stored in bfloat16.
 # The demo starts from it as a user starts from Qwen2.5-VL weights; `make base` reproduces it.
 BASE = DemoSettings(seed=1, split=(0.9, 0.05, 0.05), warmup_steps=200, stage0_steps=1000,
-                    stage0_tasks=("count", "locate", "classify", "detect", "caption"))
+                    stage0_tasks=("count", "locate", "classify", "detect", "caption", "landcover"))
 STAGE0 = "tiny-cpu/stage0.yaml"
 MODELS = {"fusar-gpt": ("tiny-cpu/stage1.yaml", "tiny-cpu/stage2.yaml"),
           "no-aef": ("ablations/no-aef/stage1.yaml", "ablations/no-aef/stage2.yaml")}

@@ -268,3 +268,20 @@ def test_demo_world_never_shrinks_its_scenes_into_the_frame():
     s = DemoSettings()
     assert s.image_px[1] <= s.frame and s.min_targets == s.max_targets == 1
     assert QUICK.image_px == s.image_px  # the quick demo in the tests writes the same kind of world
+
+
+def test_ablations_reuse_the_demo_runs_and_compare_every_variant_with_tlm(quick_demo, capsys):
+    out, _ = quick_demo
+    before = (out / "fusar-gpt" / "eval" / "predictions.jsonl").stat().st_mtime_ns
+    assert main(["demo", "--ablations", "--quick", "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out / "fusar-gpt" / "eval" / "predictions.jsonl").stat().st_mtime_ns == before  # reused, not retrained
+    assert set(result["figures"]) == {"tlm", "sum", "concat", "none", "one-stage"}
+    assert set(result["vs_tlm"]) == {"sum", "concat", "none", "one-stage"}
+    for name, fusion in (("sum", "sum"), ("concat", "concat"), ("one-stage", "tlm")):
+        assert json.loads((out / name / "stage2" / "tlm.json").read_text())["fusion"] == fusion
+    assert not (out / "one-stage" / "stage1").exists()  # one stage: every task at once
+    d = result["vs_tlm"]["sum"]["count acc"]
+    assert d["diff"] == pytest.approx(d["a"] - d["b"]) and d["b"] == result["figures"]["tlm"]["count acc"]
+    table = (out / "ablations.md").read_text()
+    assert "| count acc" in table and "one-stage" in table
