@@ -84,7 +84,7 @@ QUICK = DemoSettings(scenes=10, sites=4, tile_px=256, block_size=256, split=(0.8
 # on a world of ANOTHER seed than the demo's (so the demo's test scenes are unseen), then stored in bfloat16.
 # The demo starts from it as a user starts from Qwen2.5-VL weights; `make base` reproduces it.
 BASE = DemoSettings(seed=1, split=(0.9, 0.05, 0.05), warmup_steps=200, stage0_steps=1000,
-                    stage0_tasks=("count", "locate", "classify", "detect", "caption", "landcover"))
+                    stage0_tasks=("count", "locate", "classify", "detect", "caption"))
 STAGE0 = "tiny-cpu/stage0.yaml"
 MODELS = {"fusar-gpt": ("tiny-cpu/stage1.yaml", "tiny-cpu/stage2.yaml"),
           "no-aef": ("ablations/no-aef/stage1.yaml", "ablations/no-aef/stage2.yaml")}
