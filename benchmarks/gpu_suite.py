@@ -300,6 +300,14 @@ def peak_tflops(args) -> tuple[str, float, str]:
     raise SystemExit(f"unknown dense bf16 peak for {name!r}: pass --peak-tflops")
 
 
+def _speedup_line(what: str, section: dict) -> list[str]:
+    """The table row of a section's largest batch over batch 1, if it has that ratio."""
+    if "ratio" not in section:
+        return []
+    top = max(int(k) for k in section if k.isdigit())
+    return [f"| {what}, batch {top} / batch 1 | **{section['ratio']:.2f}x** |"]
+
+
 def table(report: dict) -> str:
     """The run as a BENCHMARKS.md section body."""
     m, lines = report["meta"], []
@@ -322,16 +330,12 @@ def table(report: dict) -> str:
         mem = "" if r["peak_memory_gib"] is None else f", peak memory {r['peak_memory_gib']:.1f} GiB"
         lines.append(f"| stage-I samples/s, activation checkpointing, batch {b} | **{r['samples_per_s']:.2f}** "
                      f"({r['median_s']:.3f} s/step, MFU {r['mfu']:.1%} of {peak}{mem}) |")
-    if "ratio" in tr:
-        lines.append(f"| stage-I samples/s, batch {max(int(k) for k in tr if k.isdigit())} / batch 1 | "
-                     f"**{tr['ratio']:.2f}x** |")
+    lines += _speedup_line("stage-I samples/s", tr)
     for b, r in ((k, v) for k, v in g.items() if k.isdigit()):
         mem = "" if r["peak_memory_gib"] is None else f", peak memory {r['peak_memory_gib']:.1f} GiB"
         lines.append(f"| generate, new tokens/s, batch {b} ({g['new_tokens']} greedy) | "
                      f"**{r['new_tokens_per_s']:.1f}** ({r['samples_per_s']:.2f} samples/s{mem}) |")
-    if "ratio" in g:
-        lines.append(f"| generate new tokens/s, batch {max(int(k) for k in g if k.isdigit())} / batch 1 | "
-                     f"**{g['ratio']:.2f}x** |")
+    lines += _speedup_line("generate new tokens/s", g)
     lines.append(f"\nTotal {report.get('seconds', 0):.0f} s. MFU: {m['peak_source']}.")
     if tr.get("vision_tower_backward"):
         lines.append("With activation checkpointing on (as train.py enables it) transformers makes the patch "

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .demo import MAIN_FIGURES, QUICK, DemoSettings, stage0_model, train_and_evaluate, world_and_dataset
+from .demo import DEMO_TASKS, MAIN_FIGURES, QUICK, DemoSettings, stage0_model, train_and_evaluate, world_and_dataset
 
 VARIANTS = {"fusar-gpt": ("tiny-cpu/stage1.yaml", "tiny-cpu/stage2.yaml"),
             "sum": ("ablations/sum-fusion/stage1.yaml", "ablations/sum-fusion/stage2.yaml"),
@@ -34,8 +34,7 @@ def run_ablations(out="runs/demo", *, quick: bool = False, settings: DemoSetting
     s = settings or (QUICK if quick else DemoSettings())
     out = Path(out)
     t0, times = time.perf_counter(), {}
-    ds = world_and_dataset(out, s, tuple(dict.fromkeys(("caption", "count", "locate", "classify", "detect",
-                                                        "landcover"))), progress)
+    ds = world_and_dataset(out, s, DEMO_TASKS, progress)
     base = stage0_model(out, ds, s, progress)
     for name, recipes in VARIANTS.items():
         train_and_evaluate(out / name, recipes, ds, s, base, times, progress)
