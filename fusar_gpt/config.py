@@ -75,7 +75,8 @@ class TrainConfig:
     #                                       the LoRA adapter on a trained backbone (which a large lr wrecks)
     warmup_ratio: float = 0.05
     schedule: str = "cosine"              # cosine | linear | constant
-    loss_per: str = "token"               # token: mean over answer tokens; answer: every answer weighs the same
+    loss_per: str = "token"               # token: mean over answer tokens; answer: every answer weighs the same;
+    #                                       sqrt: an answer of n tokens weighs sqrt(n)
     max_grad_norm: float | None = 1.0
     seed: int = 42
     mixed_precision: str = "no"           # no | bf16
@@ -131,7 +132,7 @@ def check(r: Recipe) -> None:
     _choice("tlm.fusion", r.tlm.fusion, ("tlm", "sum", "concat", "none"))
     _choice("tlm.missing", r.tlm.missing, ("null", "identity", "error"))
     _choice("train.schedule", r.train.schedule, ("cosine", "linear", "constant"))
-    _choice("train.loss_per", r.train.loss_per, ("token", "answer"))
+    _choice("train.loss_per", r.train.loss_per, ("token", "answer", "sqrt"))
     _choice("train.mixed_precision", r.train.mixed_precision, ("no", "bf16"))
     if r.model.base is None and r.model.preset is None:
         raise RecipeError("model: give base (a local Qwen2.5-VL directory) or preset (tiny, small)")

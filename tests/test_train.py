@@ -261,3 +261,14 @@ def test_loss_per_answer_weighs_every_answer_the_same():
     assert tokens == 7
     loss, _, tokens = token_loss(model, {"labels": labels}, acc)
     assert loss.item() == pytest.approx(ce[target != -100].mean().item(), rel=1e-6) and tokens == 7
+
+
+def test_loss_per_sqrt_weighs_an_answer_by_the_root_of_its_length():
+    from fusar_gpt.train import answer_weights
+
+    target = torch.tensor([[-100, 5, 6, -100, 7, 7, 7, 7, -100]])
+    weights, total = answer_weights(target, 0.5)
+    s2 = 2 ** -0.5
+    assert weights[0].tolist() == pytest.approx([0, s2, s2, 0, .5, .5, .5, .5, 0])
+    assert float(total) == pytest.approx(2 ** 0.5 + 2)  # the 2-token answer weighs sqrt(2), the 4-token one 2
+    assert float(weights.sum()) == pytest.approx(float(total))
