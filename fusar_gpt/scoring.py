@@ -308,12 +308,15 @@ def _check_boot(n_boot, seed):
 
 
 def score(records: Sequence[dict], predictions: Mapping[str, str], *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Every figure of every task present in ``records``, each with ``n`` and a 95% interval ``<figure>_ci``."""
+    """Every figure of every task present in ``records``, each with ``n`` and a 95% interval ``<figure>_ci``.
+    Every record counts: one without a prediction is wrong, and ``missing`` says how many had none (a model that
+    skips hard records must not look better)."""
     _check_boot(n_boot, seed)
     out = {}
     for task, rows in per_record(records, predictions).items():
         v, figs = _table(task, rows)
-        res = {"n": len(rows), **_figures(v, figs, _weights(len(rows), n_boot, seed, task))}
+        missing = sum(r["id"] not in predictions for r in rows)  # counted wrong, and said so
+        res = {"n": len(rows), "missing": missing, **_figures(v, figs, _weights(len(rows), n_boot, seed, task))}
         if task in ("classify", "landcover", "detect"):
             key = "class" if task == "detect" else "true"
             per: dict = {}

@@ -124,7 +124,8 @@ def test_score_and_compare_commands_on_the_demo_runs(quick_demo, tmp_path, capsy
     assert set(metrics) == {r["task"] for r in test}
     assert metrics["count"]["acc"] == 1.0 and metrics["locate"]["acc100"] == 1.0 and metrics["classify"]["acc"] == 1.0
     assert metrics["detect"]["f1@0.5"] == 1.0 and metrics["caption"]["bleu4"] == pytest.approx(1.0)
-    assert set(metrics["count"]) == {"n", "acc", "acc_ci", "mae", "mae_ci", "acc_within1", "acc_within1_ci"}
+    assert set(metrics["count"]) == {"n", "missing", "acc", "acc_ci", "mae", "mae_ci", "acc_within1", "acc_within1_ci"}
+    assert metrics["count"]["missing"] == 0
     assert main(["compare", str(out / "fusar-gpt" / "eval"), str(out / "no-aef" / "eval"), "--out",
                  str(tmp_path / "cmp"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -285,3 +286,30 @@ def test_ablations_reuse_the_demo_runs_and_compare_every_variant_with_tlm(quick_
     assert d["diff"] == pytest.approx(d["a"] - d["b"]) and d["b"] == result["figures"]["tlm"]["count acc"]
     table = (out / "ablations.md").read_text()
     assert "| count acc" in table and "one-stage" in table
+
+
+def test_score_counts_every_record_of_the_split_and_reports_missing_and_unknown_ids(tmp_path, capsys):
+    """5 count records, 4 predictions (2 right): n 5, acc 0.4, missing 1 (not n 4, acc 0.5); the train split the
+    predictions do not touch stays out; an id the manifest lacks is reported, and refused with --strict."""
+    img = tmp_path / "x.png"
+    img.write_bytes(b"")  # never opened: scoring count needs no pixels
+    rows = [{"id": f"c{i}", "task": "count", "answer": str(i), "question": "How many ships?", "image": str(img),
+             "coordinate_size": 224, "split": "test", "meta": {"class": "ship"}} for i in range(5)]
+    rows += [dict(rows[0], id="t0", split="train")]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    preds = tmp_path / "preds.jsonl"
+    answers = {"c0": "0", "c1": "1", "c2": "7", "c3": "8"}  # c4 unanswered
+    preds.write_text("".join(json.dumps({"id": k, "answer": v}) + "\n" for k, v in answers.items()))
+    for split in ([], ["--split", "test"]):
+        assert main(["score", "--predictions", str(preds), "--manifest", str(manifest), "--json", *split]) == 0
+        m = json.loads(capsys.readouterr().out)["count"]
+        assert (m["n"], m["acc"], m["missing"]) == (5, 0.4, 1)
+    with preds.open("a") as f:
+        f.write(json.dumps({"id": "ghost", "answer": "3"}) + "\n")
+    assert main(["score", "--predictions", str(preds), "--manifest", str(manifest), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["count"]["n"] == 5 and "1 prediction id(s) not in" in captured.err
+    assert "'ghost'" in captured.err
+    assert main(["score", "--predictions", str(preds), "--manifest", str(manifest), "--strict"]) == 2
+    assert "refused (--strict)" in capsys.readouterr().err

@@ -23,7 +23,10 @@ def add_parsers(sub, fmt) -> None:
                         epilog=EXAMPLES["score"], formatter_class=fmt)
     sc.add_argument("--predictions", required=True, help="JSONL of {id, answer}")
     sc.add_argument("--manifest", required=True, help="manifest.jsonl (or the dataset folder)")
-    sc.add_argument("--split", help="score only this split (default: every record that has a prediction)")
+    sc.add_argument("--split", help="score this split (default: every split the predictions answer; all of its "
+                                    "records count, unanswered ones as wrong)")
+    sc.add_argument("--strict", action="store_true", help="refuse prediction ids that are not in the manifest "
+                                                          "(default: report and ignore them)")
     sc.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
     ev = sub.add_parser("eval", help="generate answers with a trained run, then score and write a report",
@@ -55,14 +58,25 @@ def _manifest_path(path: str) -> str:
 
 
 def cmd_score(args) -> int:
+    import sys
+
     from ..data.dataset import load_manifest
     from ..report import metrics_table
     from ..scoring import read_predictions, score
 
     preds = read_predictions(args.predictions)
     records = load_manifest(_manifest_path(args.manifest), split=args.split)
-    if args.split is None:
-        records = [r for r in records if str(r["id"]) in preds] or records
+    known = {str(r["id"]) for r in records}
+    unmatched = [i for i in preds if i not in known]
+    if unmatched:
+        where = f"the {args.split} split of {args.manifest}" if args.split else args.manifest
+        print(f"{args.predictions}: {len(unmatched)} prediction id(s) not in {where} (first: {unmatched[0]!r})"
+              + ("; refused (--strict)" if args.strict else "; ignored"), file=sys.stderr)
+        if args.strict:
+            return 2
+    if args.split is None:  # every record of each split the predictions answer (unanswered ones count wrong)
+        splits = {r.get("split") for r in records if str(r["id"]) in preds}
+        records = [r for r in records if r.get("split") in splits] if splits else records
     metrics = score(records, preds)
     print(json.dumps(metrics) if args.json else metrics_table(["predictions"], [metrics]))
     return 0
