@@ -272,3 +272,58 @@ def test_assign_splits_gives_every_split_a_group_and_is_stable():
     big = assign_splits([f"s{i}" for i in range(1000)], (0.8, 0.1, 0.1), seed=1)
     assert abs(sum(v == "train" for v in big.values()) - 800) <= 1
     assert set(assign_splits(["only"], (0.8, 0.1, 0.1), seed=0).values()) == {"train"}
+
+
+def test_workers_with_an_unusable_aef_root_end_at_once_with_the_one_worker_error(world, tmp_path):
+    """A bad AEF root used to kill every pool worker in its initializer, and multiprocessing.Pool respawned them
+    forever (a hang). Now --workers 2 exits 2 within seconds with the same one-line error as --workers 1."""
+    (tmp_path / "empty-aef").mkdir()
+    errors = []
+    for workers in ("1", "2"):
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "fusar_gpt", "build", "--images", str(world / "images"),
+                               "--annotations", str(world / "annotations.json"), "--aef", str(tmp_path / "empty-aef"),
+                               "--out", str(tmp_path / f"ds{workers}"), "--workers", workers],
+                              capture_output=True, text=True, timeout=60)
+        assert time.perf_counter() - t < 10 and proc.returncode == 2
+        assert "Traceback" not in proc.stderr
+        lines = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+        assert len(lines) == 1
+        errors.append(lines[0].replace(f"ds{workers}", "ds"))
+    assert errors[0] == errors[1] and "no AEF tiles" in errors[0]
+
+
+def test_a_worker_that_dies_ends_the_build_with_a_one_line_error(world, tmp_path):
+    """A worker killed mid-build (out of memory, say) breaks the pool: the build stops with WorkerDied (a
+    ValueError, so the CLI prints one line and exits 2) instead of waiting forever."""
+    import threading
+
+    import psutil
+
+    from fusar_gpt.data.build import WorkerDied
+
+    outcome = {}
+
+    def run():
+        try:
+            build(_cfg(world, tmp_path / "ds", split_by="scene", workers=2), progress=False)
+            outcome["result"] = "finished"
+        except BaseException as err:  # handed to the test thread
+            outcome["result"] = err
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline, killed = time.monotonic() + 30, False
+    while not killed and time.monotonic() < deadline and thread.is_alive():
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    child.kill()
+                    killed = True
+                    break
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.01)
+    thread.join(timeout=30)
+    assert killed and not thread.is_alive()
+    assert isinstance(outcome["result"], WorkerDied) and "a build worker died" in str(outcome["result"])

@@ -270,6 +270,34 @@ def _run_job(job: Job) -> dict:
     return _WORKER(job)
 
 
+class WorkerDied(ValueError):
+    """A build process ended without a result (killed, out of memory): a one-line error like any bad input."""
+
+
+def _run_pool(cfg: BuildConfig, todo: list, bar) -> None:
+    """Build ``todo`` in ``cfg.workers`` spawned processes (no GDAL or torch state crosses into them). Why not
+    ``multiprocessing.Pool``: it respawns a worker whose initializer fails, forever; an executor instead marks
+    itself broken. The first failure, a worker's exception or a dead worker, cancels what has not started and ends
+    the build with that error; finished parts stay on disk for the next run."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(cfg,))
+    try:
+        pending = {pool.submit(_run_job, j) for j in todo}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                f.result()  # re-raises the worker's exception here
+                bar.update()
+    except BrokenProcessPool as err:
+        raise WorkerDied(f"a build worker died ({err}); finished images are kept, re-run to continue") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def build(cfg: BuildConfig, progress: bool = True) -> dict:
     """Build (this shard of) the dataset; without a shard, merge at the end. Returns the build summary."""
     out = Path(cfg.out)
@@ -279,19 +307,14 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     todo = [j for j in mine if not (out / "parts" / f"{j.stem}.json").exists()]
     from tqdm import tqdm
 
+    worker = Worker(cfg) if todo else None  # a bad AEF root or land-cover table fails here, once, for any --workers
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="building", unit="image", disable=not progress)
-    if cfg.workers <= 1 or len(todo) <= 1:
-        worker = Worker(cfg)
+    if worker is not None and (cfg.workers <= 1 or len(todo) <= 1):
         for j in todo:
             worker(j)
             bar.update()
-    else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")  # no GDAL or torch state crosses into the workers
-        with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-            for _ in pool.imap_unordered(_run_job, todo, chunksize=4):
-                bar.update()
+    elif worker is not None:
+        _run_pool(cfg, todo, bar)
     bar.close()
     plan_file = {"config": _config_dict(cfg), "images": [asdict(j) | {"ann": None} for j in jobs],
                  "annotation_problems": [asdict(p) for p in problems]}
