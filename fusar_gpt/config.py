@@ -9,6 +9,7 @@ environment when the recipe is used, so one recipe serves every machine's weight
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -121,6 +122,37 @@ def _choice(key: str, value, choices) -> None:
         raise RecipeError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
 
 
+MAX_LORA_R = 1024  # the smallest Qwen2.5-VL (3B) has hidden size 2048; past half of it a low-rank adapter is not one
+
+
+RULES = {"int>=1": (lambda v: v >= 1, ">= 1"), "int>=0": (lambda v: v >= 0, ">= 0"),
+         ">0": (lambda v: math.isfinite(v) and v > 0, "finite and > 0"),
+         ">=0": (lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
+         "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)")}
+
+
+def _ranges(r: Recipe) -> list[tuple[str, float, str]]:
+    """Every numeric field with its rule. Why all of them: a sign slip (``max_grad_norm: -1`` trains backwards,
+    ``lr: .inf`` saves NaN weights) otherwise runs to the end and exits 0."""
+    t = r.train
+    rows = [("lora.r", r.lora.r, "int>=1"), ("train.batch_size", t.batch_size, "int>=1"),
+            ("train.grad_accum", t.grad_accum, "int>=1"), ("train.keep_checkpoints", t.keep_checkpoints, "int>=1"),
+            ("train.log_every", t.log_every, "int>=1"), ("data.turns_per_image", r.data.turns_per_image, "int>=1"),
+            ("tlm.hidden_mult", r.tlm.hidden_mult, "int>=1"), ("train.save_every", t.save_every, "int>=0"),
+            ("train.eval_every", t.eval_every, "int>=0"), ("train.seed", t.seed, "int>=0"),
+            ("data.num_workers", r.data.num_workers, "int>=0"),
+            ("model.vision_warmup_steps", r.model.vision_warmup_steps, "int>=0"),
+            ("train.lr", t.lr, ">0"), ("train.epochs", t.epochs, ">0"), ("tlm.sigma", r.tlm.sigma, ">0"),
+            ("lora.alpha", r.lora.alpha, ">0"), ("train.vision_lr_scale", t.vision_lr_scale, ">0"),
+            ("train.tlm_lr_scale", t.tlm_lr_scale, ">0"), ("train.weight_decay", t.weight_decay, ">=0"),
+            ("train.warmup_ratio", t.warmup_ratio, "[0,1)"), ("lora.dropout", r.lora.dropout, "[0,1)")]
+    if t.max_grad_norm is not None:
+        rows.append(("train.max_grad_norm", t.max_grad_norm, ">0"))
+    if r.data.max_length is not None:
+        rows.append(("data.max_length", r.data.max_length, "int>=1"))
+    return rows
+
+
 def check(r: Recipe) -> None:
     """Cross-field rules that types alone cannot say."""
     from .data.tasks import TASKS
@@ -138,22 +170,13 @@ def check(r: Recipe) -> None:
         raise RecipeError("model: give base (a local Qwen2.5-VL directory) or preset (tiny, small)")
     if r.model.preset is not None:
         _choice("model.preset", r.model.preset, ("tiny", "small"))
-    if r.model.vision_warmup_steps < 0:
-        raise RecipeError(f"model.vision_warmup_steps: must be >= 0, got {r.model.vision_warmup_steps}")
-    for key, value in (("lora.r", r.lora.r), ("train.batch_size", r.train.batch_size),
-                       ("train.grad_accum", r.train.grad_accum), ("train.keep_checkpoints", r.train.keep_checkpoints),
-                       ("train.log_every", r.train.log_every), ("data.turns_per_image", r.data.turns_per_image)):
-        if value < 1:
-            raise RecipeError(f"{key}: must be >= 1, got {value}")
-    for key, value in (("train.lr", r.train.lr), ("train.epochs", r.train.epochs), ("tlm.sigma", r.tlm.sigma),
-                       ("train.vision_lr_scale", r.train.vision_lr_scale),
-                       ("train.tlm_lr_scale", r.train.tlm_lr_scale)):
-        if not value > 0:
-            raise RecipeError(f"{key}: must be > 0, got {value}")
-    if not 0 <= r.train.warmup_ratio < 1:
-        raise RecipeError(f"train.warmup_ratio: must be in [0, 1), got {r.train.warmup_ratio}")
-    if not 0 <= r.lora.dropout < 1:
-        raise RecipeError(f"lora.dropout: must be in [0, 1), got {r.lora.dropout}")
+    for key, value, rule in _ranges(r):
+        test, want = RULES[rule]
+        if not test(value):
+            raise RecipeError(f"{key}: must be {want}, got {value}")
+    if r.lora.r > MAX_LORA_R:
+        raise RecipeError(f"lora.r: must be <= {MAX_LORA_R} (a rank above the hidden size of any Qwen2.5-VL adds "
+                          f"nothing), got {r.lora.r}")
     if r.train.max_steps is not None and r.train.max_steps < 1:
         raise RecipeError(f"train.max_steps: must be >= 1, got {r.train.max_steps}")
     for t in r.data.tasks or []:

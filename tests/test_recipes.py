@@ -152,6 +152,21 @@ BROKEN = {
     "tlm-only without a tlm": (GOOD + "trainable: tlm\ntlm: {fusion: none}\n", "trainable"),
     "unknown top-level key": (GOOD + "epochs: 3\n", "epochs"),
     "section not a mapping": (GOOD + "train: 5\n", "train"),
+    # accepted before, and trained wrong or crashed later (issue 17's probe)
+    "negative grad norm": (GOOD + "train: {max_grad_norm: -1}\n", "train.max_grad_norm"),
+    "nan grad norm": (GOOD + "train: {max_grad_norm: .nan}\n", "train.max_grad_norm"),
+    "infinite lr": (GOOD + "train: {lr: .inf}\n", "train.lr"),
+    "infinite epochs": (GOOD + "train: {epochs: .inf}\n", "train.epochs"),
+    "negative hidden mult": (GOOD + "tlm: {hidden_mult: -1}\n", "tlm.hidden_mult"),
+    "negative alpha": (GOOD + "lora: {alpha: -32}\n", "lora.alpha"),
+    "infinite sigma": (GOOD + "tlm: {sigma: .inf}\n", "tlm.sigma"),
+    "negative save_every": (GOOD + "train: {save_every: -1}\n", "train.save_every"),
+    "negative eval_every": (GOOD + "train: {eval_every: -5}\n", "train.eval_every"),
+    "negative seed": (GOOD + "train: {seed: -1}\n", "train.seed"),
+    "huge lora rank": (GOOD + "lora: {r: 100000000}\n", "lora.r"),
+    "zero max_length": (GOOD + "data: {max_length: 0}\n", "data.max_length"),
+    "negative weight decay": (GOOD + "train: {weight_decay: -1}\n", "train.weight_decay"),
+    "nan dropout": (GOOD + "lora: {dropout: .nan}\n", "lora.dropout"),
 }
 # case: (recipe text, what the message must say besides naming the file)
 UNREADABLE = {
