@@ -258,6 +258,23 @@ def test_bad_lines_fail_with_file_and_line(tmp_path, bad, message):
     assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
+def test_jsonl_lines_end_at_newline_only_and_a_bom_is_skipped(tmp_path):
+    """U+2028 / U+0085 inside a string (what ensure_ascii=False writes) stay in it; a BOM and CRLF are fine."""
+    rec = dict(GOOD, question="Ship\u2028near\u0085the quay?")
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(rec, ensure_ascii=False) + "\r\n").encode() * 2)
+    records = load_manifest(path)
+    assert len(records) == 2 and records[0]["question"] == "Ship\u2028near\u0085the quay?"
+
+
+def test_deeply_nested_json_is_a_one_line_error(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ManifestError, match=r"m\.jsonl line 2: JSON nested too deeply") as err:
+        load_manifest(path)
+    assert "\n" not in str(err.value)
+
+
 def test_missing_files_are_reported_when_read(tmp_path):
     with pytest.raises(ManifestError, match="no such manifest file"):
         load_manifest(tmp_path / "nope.jsonl")

@@ -97,15 +97,17 @@ def _as_names(value, what: str) -> set[str] | None:
 
 def read_jsonl(path, error=ValueError, what: str = "file"):
     """Yield ``("FILE line N", object)`` for each non-blank JSONL line; unreadable files and bad JSON
-    raise ``error`` with one line naming the file (and line)."""
+    raise ``error`` with one line naming the file (and line). Lines end at ``\n`` only (``\r\n`` too), as JSONL
+    says: ``str.splitlines`` would also split at U+2028 and friends, which ``ensure_ascii=False`` writers leave
+    inside strings. A UTF-8 byte-order mark (Windows editors) is skipped."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise error(f"{path}: cannot read the {what}: no such {what} file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise error(f"{path}: cannot read the {what} ({' '.join(str(err).split())})") from None
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path} line {n}"
@@ -113,6 +115,8 @@ def read_jsonl(path, error=ValueError, what: str = "file"):
             yield where, json.loads(line)
         except json.JSONDecodeError as err:
             raise error(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+        except RecursionError:
+            raise error(f"{where}: JSON nested too deeply") from None
 
 
 def load_manifest(path, *, split: str | None = None, tasks: Sequence[str] | None = None) -> list[dict]:
