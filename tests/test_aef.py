@@ -195,6 +195,10 @@ def test_years_are_clipped_recorded_and_stacked(tmp_path, pool):
     assert store.years == [2017, 2019, 2024]
     assert [store.resolve_year(y) for y in (2010, 2015, 2017, 2018, 2020, 2022, 2023, 2031)] == \
         [2017, 2017, 2017, 2017, 2019, 2024, 2024, 2024]
+    for absurd in (-3, 0, 1899, 2101, 99999999999999999999, 10 ** 30):  # typos, not "the nearest year"
+        with pytest.raises(GeoError, match="year must be in 1900..2100") as err:
+            store.resolve_year(absurd)
+        assert "\n" not in str(err.value)
     from fusar_gpt.geo.aef import to_lonlat
 
     lon, lat = to_lonlat(f"EPSG:{epsg}", np.array([west + 50, west + 500]), np.array([north - 500, north - 50]))

@@ -135,6 +135,9 @@ class _Tile:
         return col, row
 
 
+YEARS = (1900, 2100)  # a year outside is a typo (or -3), not a request for the nearest AEF year
+
+
 class AEFStore:
     """AEF tiles under ``root`` (``{year}/{zone}/*.tif[f]``; any GDAL path works with an index file).
 
@@ -165,8 +168,10 @@ class AEFStore:
         """The asked year clipped into the store's years (nearest year; the earlier one on a tie)."""
         try:
             year = int(year)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise GeoError(f"year must be an integer, got {year!r}") from None
+        if not YEARS[0] <= year <= YEARS[1]:
+            raise GeoError(f"year must be in {YEARS[0]}..{YEARS[1]}, got {year}")
         years = np.array(self.years)
         return int(years[np.argmin(np.abs(years - year) * 2 + (years > year))])
 
