@@ -313,3 +313,10 @@ def test_score_counts_every_record_of_the_split_and_reports_missing_and_unknown_
     assert "'ghost'" in captured.err
     assert main(["score", "--predictions", str(preds), "--manifest", str(manifest), "--strict"]) == 2
     assert "refused (--strict)" in capsys.readouterr().err
+    # nothing to score is an error, not "everything wrong"
+    preds.write_text(json.dumps({"id": "ghost", "answer": "3"}) + "\n")
+    assert main(["score", "--predictions", str(preds), "--manifest", str(manifest)]) == 2
+    assert "none of its 1 prediction ids is in" in capsys.readouterr().err
+    preds.write_text("")
+    assert main(["score", "--predictions", str(preds), "--manifest", str(manifest)]) == 2
+    assert "no predictions in the file" in capsys.readouterr().err

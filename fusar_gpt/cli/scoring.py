@@ -65,9 +65,14 @@ def cmd_score(args) -> int:
     from ..scoring import read_predictions, score
 
     preds = read_predictions(args.predictions)
+    if not preds:
+        raise ValueError(f"{args.predictions}: no predictions in the file")
     records = load_manifest(_manifest_path(args.manifest), split=args.split)
     known = {str(r["id"]) for r in records}
     unmatched = [i for i in preds if i not in known]
+    if len(unmatched) == len(preds):
+        raise ValueError(f"{args.predictions}: none of its {len(preds)} prediction ids is in {args.manifest}"
+                         + (f" (split {args.split})" if args.split else "") + f" (first: {unmatched[0]!r})")
     if unmatched:
         where = f"the {args.split} split of {args.manifest}" if args.split else args.manifest
         print(f"{args.predictions}: {len(unmatched)} prediction id(s) not in {where} (first: {unmatched[0]!r})"
