@@ -154,6 +154,21 @@ def test_coco_malformed_entries_keep_the_valid_images(tmp_path):
     assert all("\n" not in p.reason for p in problems)
 
 
+@pytest.mark.parametrize("image_id, ann_id", [(1, "1"), ("7", 7)])
+def test_coco_image_id_of_another_type_quarantines_the_image(tmp_path, image_id, ann_id):
+    """An annotation with image_id "1" for the image whose id is 1: dropping it (as an exact-match lookup does)
+    would build the image with one target less and a wrong count answer, so the image is quarantined instead."""
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"images": [{"id": image_id, "file_name": "e.png"}, {"id": 2, "file_name": "f.png"}],
+                             "annotations": [{"id": 1, "image_id": ann_id, "category_id": 1, "bbox": [1, 2, 3, 4]},
+                                             {"id": 2, "image_id": 2, "category_id": 1, "bbox": [1, 2, 3, 4]}],
+                             "categories": [{"id": 1, "name": "ship"}]}))
+    anns, problems = read_annotations(f, "coco")
+    assert set(anns) == {"f.png"} and len(anns["f.png"].objects) == 1
+    (p,) = problems
+    assert p.image == "e.png" and f"image_id {ann_id!r}" in p.reason and f"id is {image_id!r}" in p.reason
+
+
 def test_coco_image_without_annotations_is_valid(tmp_path):
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"images": [{"id": 1, "file_name": "e.png"}], "annotations": [],

@@ -236,10 +236,15 @@ def _read_coco(path: Path, classes, image_sizes):
             for rec in recs:
                 rec[2].append(f"{len(recs)} image entries share this file_name")
 
+    as_text = {str(i): rec for i, rec in images.items()}
     for k, a in enumerate(data["annotations"]):
         img_id = a.get("image_id") if isinstance(a, dict) else None
         if not _is_id(img_id) or img_id not in images:
-            if not _is_id(img_id) or img_id not in bad_ids:
+            near = as_text.get(str(img_id)) if _is_id(img_id) else None
+            if near is not None:  # "1" for 1: pycocotools would drop it and the image build with a target less
+                near[2].append(f"annotations[{k}] refers to image_id {img_id!r}, a {type(img_id).__name__}, but "
+                               f"the image's id is {near[0]['id']!r}, a {type(near[0]['id']).__name__}")
+            elif not _is_id(img_id) or img_id not in bad_ids:
                 problems.append(Problem(None, _one_line(f"annotations[{k}] refers to unknown image_id {img_id!r}")))
             continue
         rec = images[img_id]
