@@ -186,6 +186,18 @@ def _bad_inputs(world, tmp_path):
         ds.write(arr)
         ds.update_tags(**tags)
     coco["images"].append({**images[4], "id": 999, "file_name": "nowhere.tif"})
+    # degenerate images: one constant value (an all-zero export), and 8 x 8 px
+    with rasterio.open(bad / "images" / images[5]["file_name"], "r+") as ds:
+        ds.write(np.full((ds.count, ds.height, ds.width), 7, ds.dtypes[0]))
+    with rasterio.open(src) as ds:
+        profile, arr = ds.profile, ds.read(window=((0, 8), (0, 8)))
+    profile.update(width=8, height=8, tiled=False)
+    profile.pop("blockxsize", None), profile.pop("blockysize", None)
+    with rasterio.open(bad / "images" / "tiny.tif", "w", **profile) as ds:
+        ds.write(arr)
+        ds.update_tags(**tags)
+    coco["images"].append({**images[4], "id": 998, "file_name": "tiny.tif", "width": 8, "height": 8})
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] != 998]
     (bad / "annotations.json").write_text(json.dumps(coco))
     return bad, images
 
@@ -198,12 +210,13 @@ def test_bad_inputs_go_to_quarantine_and_valid_ones_are_kept(world, tmp_path):
     reasons = " | ".join(f"{q['image']}: {q['reason']}" for q in quarantine)
     expect = {images[0]["file_name"]: "read", images[1]["file_name"]: "outside",
               images[2]["file_name"]: "unknown category", images[3]["file_name"]: "bbox",
-              "nowhere.tif": "no AEF tile"}
+              "nowhere.tif": "no AEF tile", images[5]["file_name"]: "a constant image",
+              "tiny.tif": "degenerate image: 8 x 8 px"}
     for name, why in expect.items():
         assert any(name in str(q["image"]) and why in q["reason"] for q in quarantine), (name, why, reasons)
-    assert summary["images"] == 12 - 4 and len(quarantine) == 5  # every valid image is kept, each bad one once
+    assert summary["images"] == 12 - 5 and len(quarantine) == 7  # every valid image is kept, each bad one once
     kept = {Path(r["meta"]["source"]).name for r in load_manifest(tmp_path / "ds" / "manifest.jsonl")}
-    assert kept == {im["file_name"] for im in images[4:12]}  # (images also holds the added nowhere.tif)
+    assert kept == {im["file_name"] for im in images[4:5] + images[6:12]}  # (images also holds the added ones)
 
 
 def test_unparseable_annotation_file_is_a_one_line_error(world, tmp_path):

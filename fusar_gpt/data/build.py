@@ -185,6 +185,23 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+MIN_SIDE = 16  # pixels: below this a chip holds no target a 14-px patch (one visual token) can show
+
+
+def degenerate_reason(data: np.ndarray, mask: np.ndarray) -> str | None:
+    """Why an image cannot teach anything (too small, no valid pixel, one constant value), or None. Such files
+    (a 1 x 1 test tile, an all-zero export) otherwise become records whose answers no pixel supports."""
+    h, w = data.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        return f"degenerate image: {w} x {h} px (at least {MIN_SIDE} px a side)"
+    valid = data[mask] if mask is not None else data[np.isfinite(data)]
+    if valid.size == 0:
+        return "degenerate image: no valid pixel (all nodata or NaN)"
+    if float(valid.min()) == float(valid.max()):
+        return f"degenerate image: every valid pixel is {float(valid.min()):g} (a constant image)"
+    return None
+
+
 class Worker:
     """Builds one image at a time; owns the AEF store so each process opens its tiles once."""
 
@@ -219,6 +236,9 @@ class Worker:
             raise ValueError("; ".join(job.problems))
         cfg = self.cfg
         img = read_sar(job.path)
+        degenerate = degenerate_reason(img.data, img.mask)
+        if degenerate:
+            raise ValueError(degenerate)
         objects, reason = validate_objects(job.ann.objects, img.width, img.height)
         if reason:
             raise ValueError(reason)
