@@ -320,3 +320,9 @@ def test_score_counts_every_record_of_the_split_and_reports_missing_and_unknown_
     preds.write_text("")
     assert main(["score", "--predictions", str(preds), "--manifest", str(manifest)]) == 2
     assert "no predictions in the file" in capsys.readouterr().err
+
+
+def test_train_set_value_that_is_not_yaml_is_one_line(capsys):
+    assert main(["train", "configs/tiny-cpu/stage1.yaml", "--set", "train.lr=[1, 2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--set 'train.lr=[1, 2'" in err and "not YAML" in err

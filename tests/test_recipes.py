@@ -167,11 +167,16 @@ BROKEN = {
     "zero max_length": (GOOD + "data: {max_length: 0}\n", "data.max_length"),
     "negative weight decay": (GOOD + "train: {weight_decay: -1}\n", "train.weight_decay"),
     "nan dropout": (GOOD + "lora: {dropout: .nan}\n", "lora.dropout"),
+    "inherit a list": ("inherit: [a.yaml, b.yaml]\n" + GOOD, "inherit"),
+    "inherit an int": ("inherit: 3\n" + GOOD, "inherit"),
 }
 # case: (recipe text, what the message must say besides naming the file)
 UNREADABLE = {
     "invalid yaml": (GOOD + "train: {lr: [0.1\n", "is not valid YAML"),
     "not a mapping": ("- name: t\n- model: {}\n", "expected a mapping"),
+    "alias bomb": ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                   "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+                   "aliases (*name) are not allowed"),
 }
 
 

@@ -101,7 +101,10 @@ def cmd_train(args) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"--set {item!r}: the value is not YAML ({' '.join(str(err).split())})") from None
     if args.stage is not None:
         overrides["stage"] = args.stage
     if args.max_steps is not None:
