@@ -55,6 +55,22 @@ def test_grouping_covers_every_record_once_per_image_and_is_seeded(conv_dir):
         Conversations(data, turns=0)
 
 
+def test_captions_are_conversations_of_their_own(conv_dir):
+    """A caption answers every other question about its image; it never shares a conversation."""
+    path = conv_dir / "manifest.jsonl"
+    recs = [json.loads(ln) for ln in path.read_text().splitlines()]
+    recs.append(dict(recs[0], id="im0-cap", task="caption", question="Describe the image.",
+                     answer="Three ships, top-left and center."))
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    data = ManifestDataset(path, split="train")
+    cap = next(j for j, r in enumerate(data.records) if r["id"] == "im0-cap")
+    for seed in range(6):
+        units = Conversations(data, turns=8, seed=seed).units
+        assert [cap] in units and sum(cap in u for u in units) == 1
+        assert sorted(len(u) for u in units) == [1, 2, 5]  # the caption; im1's two; im0's five counts
+    assert sorted(len(u) for u in Conversations(data, turns=8, seed=0, alone=()).units) == [2, 6]
+
+
 def test_every_turn_supervises_exactly_its_answer(tiny, conv_dir):
     _, proc = tiny
     data = ManifestDataset(conv_dir / "manifest.jsonl", split="train")

@@ -249,15 +249,20 @@ class Conversations(torch.utils.data.Dataset):
     turns: the image is encoded once for several supervised answers, which makes a training step several times
     more productive (the text is the cheap part). The grouping is fixed by ``seed`` (a seeded shuffle within each
     image, then chunks), so a run's data order, and so ``--resume``, stay exact. Items are those of
-    :class:`ManifestDataset` (the first turn's record) plus ``turns = [(question, answer), ...]`` and ``ids``."""
+    :class:`ManifestDataset` (the first turn's record) plus ``turns = [(question, answer), ...]`` and ``ids``.
 
-    def __init__(self, data: ManifestDataset, turns: int, seed: int = 0) -> None:
+    Records of the ``alone`` tasks (default: captions) are conversations of one turn. Why: a caption states the
+    targets, their cells and the terrain shares, so every later answer of its conversation could be copied from
+    it rather than read from the image and the anchors, a skill that a single question at inference cannot use."""
+
+    def __init__(self, data: ManifestDataset, turns: int, seed: int = 0, alone: Sequence[str] = ("caption",)) -> None:
         if int(turns) != turns or turns < 1:
             raise ValueError(f"turns must be a positive integer, got {turns!r}")
         self.data = data
         groups: dict[tuple, list[int]] = {}
         for i, rec in enumerate(data.records):
-            groups.setdefault((rec["image"], rec.get("aef")), []).append(i)
+            key = (rec["image"], rec.get("aef")) if rec.get("task") not in alone else ("alone", i)
+            groups.setdefault(key, []).append(i)
         rng = np.random.default_rng(seed)
         self.units: list[list[int]] = []
         for members in groups.values():
