@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -405,7 +406,20 @@ def _log(path: Path, row: dict, main: bool, board=None) -> None:
 
 
 def _truncate_log(path: Path, step: int, main: bool) -> None:
-    """Drop log lines after the resumed step: the resumed run writes them again."""
-    if main and path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in keep))
+    """Drop log lines after the resumed step: the resumed run writes them again. A torn last line (the process
+    was killed mid-write) is dropped with a notice; a bad line before it is an error naming the file."""
+    if not (main and path.exists()):
+        return
+    lines = [ln for ln in path.read_text().split("\n") if ln.strip()]
+    keep = []
+    for n, ln in enumerate(lines, start=1):
+        try:
+            row = json.loads(ln)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                print(f"{path}: dropped a torn last line (the run was stopped while writing it)", file=sys.stderr)
+                break
+            raise RecipeError(f"{path} line {n}: not valid JSON; the log is damaged (move it aside to resume)") from None
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            keep.append(ln)
+    path.write_text("".join(ln + "\n" for ln in keep))

@@ -98,6 +98,10 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(dataset, tmp_path)
     stopped = train(_recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "cut", dataset, **args),
                     progress=False, stop_after=3)
     assert stopped["steps"] == 3 and not stopped["finished"]
+    # killed mid-write: a torn last log line and a half-saved checkpoint folder; resume copes with both
+    with (tmp_path / "cut" / "log.jsonl").open("a") as fh:
+        fh.write('{"step": 4, "lo')
+    (tmp_path / "cut" / "checkpoints" / ".step-00000004-x1y2").mkdir()
     resumed = train(_recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "cut", dataset, **args),
                     progress=False, resume=True)
     assert resumed["finished"]
@@ -106,6 +110,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(dataset, tmp_path)
     for step in (4, 5, 6):
         assert abs(full[step] - cut[step]) <= 1e-6, (step, full[step], cut[step])
     assert (tmp_path / "cut" / "checkpoints" / "step-00000006").exists()
+    assert not list((tmp_path / "cut" / "checkpoints").glob(".step-*"))
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(dataset, tmp_path):

@@ -205,7 +205,24 @@ def save_checkpoint(model, run_dir: str | Path, step: int, trainer_state: dict, 
     root = run / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
+    for stale in root.glob(".step-*"):  # a save killed midway (one process saves, so none is in progress)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}-", dir=root))
+    try:
+        _write_checkpoint(model, tmp, trainer_state, state_dict)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old)
+    _publish(final, run)
+    return final
+
+
+def _write_checkpoint(model, tmp: Path, trainer_state: dict, state_dict: dict | None) -> None:
     if state_dict is None:
         save_tlm(model.tlm, tmp)
         save_adapter(model.backbone, tmp)
@@ -221,13 +238,6 @@ def save_checkpoint(model, run_dir: str | Path, step: int, trainer_state: dict, 
         elif _full_backbone(model):
             save_model_dir(model, tmp / "model", state_dict=own)
     torch.save(trainer_state, tmp / "trainer_state.pt")
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old)
-    _publish(final, run)
-    return final
 
 
 def _publish(ckpt: Path, run: Path) -> None:
