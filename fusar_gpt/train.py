@@ -419,7 +419,7 @@ def _truncate_log(path: Path, step: int, main: bool) -> None:
             if n == len(lines):
                 print(f"{path}: dropped a torn last line (the run was stopped while writing it)", file=sys.stderr)
                 break
-            raise RecipeError(f"{path} line {n}: not valid JSON; the log is damaged (move it aside to resume)") from None
+            raise RecipeError(f"{path} line {n}: not valid JSON; the log is damaged (move it aside)") from None
         if isinstance(row, dict) and row.get("step", 0) <= step:
             keep.append(ln)
     path.write_text("".join(ln + "\n" for ln in keep))
