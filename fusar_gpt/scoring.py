@@ -352,6 +352,29 @@ def paired(records: Sequence[dict], preds_a: Mapping[str, str], preds_b: Mapping
     return out
 
 
+def terrain_words(text) -> set[str]:
+    """The land-cover class words (``LANDCOVER_WORDS``: water, trees, ..., "shrub and scrub") a text names, as whole
+    words: what a caption says about the terrain, which in FUSAR-GPT only the anchors can tell reliably."""
+    from .data.tasks import LANDCOVER_WORDS
+
+    low = " ".join(tokens(text))
+    return {w for w in LANDCOVER_WORDS if re.search(rf"\b{re.escape(w)}\b", low)}
+
+
+def paired_values(a: Sequence[float], b: Sequence[float], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """``{"n", "a", "b", "diff", "diff_ci"}`` for two per-record values of the same records (means, a - b), both
+    resampled together: the paired interval for a figure that ``score`` does not know."""
+    _check_boot(n_boot, seed)
+    va, vb = np.asarray(a, float), np.asarray(b, float)
+    if va.shape != vb.shape or va.ndim != 1:
+        raise ValueError(f"paired values need two equal-length lists, got {va.shape} and {vb.shape}")
+    if not va.size:
+        return {"n": 0, "a": None, "b": None, "diff": None, "diff_ci": None}
+    w = _weights(len(va), n_boot, seed, "caption", "paired_values")
+    ma, mb = float(va.mean()), float(vb.mean())
+    return {"n": len(va), "a": ma, "b": mb, "diff": ma - mb, "diff_ci": _interval((w @ (va - vb)) / len(va))}
+
+
 # ---------------------------------------------------------------- baseline and prediction files
 def majority_predictions(train_records: Sequence[dict], records: Sequence[dict]) -> dict[str, str]:
     """The chance-level baseline: each record gets the most common training truth of its task and asked class

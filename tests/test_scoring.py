@@ -430,3 +430,24 @@ def test_read_predictions_errors_name_file_and_line(tmp_path, lines, line, what)
         assert "line 1" in msg
     with pytest.raises(ValueError, match="cannot read"):
         read_predictions(tmp_path / "missing.jsonl")
+
+
+def test_terrain_words_are_whole_class_names():
+    from fusar_gpt.scoring import terrain_words
+
+    text = "The terrain is about 60% water, 30% shrub and scrub, with small amounts of built-up areas and treeslike."
+    assert terrain_words(text) == {"water", "shrub and scrub", "built"}
+    assert terrain_words("A ship at sea.") == set() and terrain_words(None) == set()
+
+
+def test_paired_values_interval_by_hand():
+    from fusar_gpt.scoring import paired_values
+
+    d = paired_values([1, 1, 1, 0], [0, 0, 1, 0], n_boot=400)
+    assert (d["n"], d["a"], d["b"], d["diff"]) == (4, 0.75, 0.25, 0.5)
+    lo, hi = d["diff_ci"]
+    assert 0 <= lo <= 0.5 <= hi <= 1
+    same = paired_values([0.3, 0.7], [0.3, 0.7], n_boot=50)
+    assert same["diff"] == 0 and same["diff_ci"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_values([1, 2], [1])
