@@ -72,6 +72,10 @@ def test_quick_demo_runs_the_whole_pipeline(quick_demo):
     assert summary["vs_no_aef"] and all(set(d) == {"n", "a", "b", "diff", "diff_ci"} and len(d["diff_ci"]) == 2
                                         for d in summary["vs_no_aef"].values())
     assert all(" " in k for k in summary["vs_no_aef"])  # "task metric" keys, as vs_majority's
+    # stage I reported apart: its training, and for FUSAR-GPT its answers with and without the anchors
+    assert set(summary["stage1"]) == {"fusar-gpt", "no-aef"} and all("train" in v for v in summary["stage1"].values())
+    taught = summary["stage1"]["fusar-gpt"]["with_vs_without_anchors"]
+    assert all(set(d) == {"n", "a", "b", "diff", "diff_ci"} for d in taught.values())
     # stage 0 trained the whole backbone; both models start from its standalone model directory
     assert (out / "stage0" / "model" / "config.json").exists()
     for name in ("fusar-gpt", "no-aef"):

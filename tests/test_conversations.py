@@ -56,8 +56,8 @@ def test_grouping_covers_every_record_once_per_image_and_is_seeded(conv_dir):
 
 
 def test_captions_are_conversations_of_their_own(conv_dir):
-    """A caption answers every other question about its image; it never shares a conversation (nor, by default,
-    does a detect answer: its box list would be copied from a classify question's box, or give the count)."""
+    """A caption answers every other question about its image; it never shares a conversation (and ``alone``
+    names more such tasks)."""
     path = conv_dir / "manifest.jsonl"
     recs = [json.loads(ln) for ln in path.read_text().splitlines()]
     recs.append(dict(recs[0], id="im0-cap", task="caption", question="Describe the image.",
@@ -71,7 +71,8 @@ def test_captions_are_conversations_of_their_own(conv_dir):
         assert sorted(len(u) for u in units) == [1, 2, 5]  # the caption; im1's two; im0's five counts
     assert sorted(len(u) for u in Conversations(data, turns=8, seed=0, alone=()).units) == [2, 6]
     data.records[0]["task"] = "detect"
-    assert sorted(len(u) for u in Conversations(data, turns=8, seed=0).units) == [1, 1, 2, 4]
+    assert sorted(len(u) for u in Conversations(data, turns=8, seed=0, alone=("caption", "detect")).units) == \
+        [1, 1, 2, 4]
 
 
 def test_every_turn_supervises_exactly_its_answer(tiny, conv_dir):

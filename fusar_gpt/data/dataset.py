@@ -251,14 +251,13 @@ class Conversations(torch.utils.data.Dataset):
     image, then chunks), so a run's data order, and so ``--resume``, stay exact. Items are those of
     :class:`ManifestDataset` (the first turn's record) plus ``turns = [(question, answer), ...]`` and ``ids``.
 
-    Records of the ``alone`` tasks (default: captions and detection) are conversations of one turn. Why: an answer
-    that can be copied from another turn is learned as a copy, a skill that a single question at inference cannot
-    use. A caption states the targets, their cells and the terrain shares; a box list gives the count, the cells
-    and the class of each box; and a classify question names a box, which a detect answer after it then copies
-    (measured: the demo's base answered every detect question with one and the same box)."""
+    Records of the ``alone`` tasks (default: captions) are conversations of one turn. Why: an answer that can be
+    copied from another turn is learned as a copy, a skill that a single question at inference cannot use, and a
+    caption states the targets, their cells and the terrain shares. (Detection alone too was tried on the demo's
+    base: a box list gives the count and cells, and a classify question's box can be copied into a detect answer;
+    but it did not teach detection, and with fewer passes over the rest, captions and landcover got worse.)"""
 
-    def __init__(self, data: ManifestDataset, turns: int, seed: int = 0,
-                 alone: Sequence[str] = ("caption", "detect")) -> None:
+    def __init__(self, data: ManifestDataset, turns: int, seed: int = 0, alone: Sequence[str] = ("caption",)) -> None:
         if int(turns) != turns or turns < 1:
             raise ValueError(f"turns must be a positive integer, got {turns!r}")
         self.data = data
