@@ -243,8 +243,8 @@ GOOD = {"id": "x", "image": "a.png", "aef": None, "coordinate_size": 56, "questi
     ("{not json", r"m\.jsonl line 3: not valid JSON"),
     ('["a", "list"]', r"line 3: expected a JSON object, got list"),
     ({k: v for k, v in GOOD.items() if k != "question"}, r"m\.jsonl line 3: missing field 'question'$"),
-    ({k: v for k, v in GOOD.items() if k != "coordinate_size"}, r"line 3: missing field 'coordinate_size'"),
-    (dict(GOOD, answer=3), r"line 3: field 'answer' must be a string, got int"),
+    ({k: v for k, v in GOOD.items() if k != "image"}, r"line 3: missing field 'image'"),
+    (dict(GOOD, answer=None), r"line 3: field 'answer' must be a string, got null"),
     (dict(GOOD, coordinate_size=[56]), r"line 3: field 'coordinate_size' must be"),
     (dict(GOOD, coordinate_size=True), r"line 3: field 'coordinate_size' must be"),
     (dict(GOOD, aef=5), r"line 3: field 'aef' must be a path string or null"),
@@ -256,6 +256,28 @@ def test_bad_lines_fail_with_file_and_line(tmp_path, bad, message):
     with pytest.raises(ManifestError, match=message) as err:
         load_manifest(path)
     assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_the_authors_manifests_load_as_their_code_loads_them(tmp_path):
+    """A .json list of records; no coordinate_size (their 504); no id (derived, unique); a box list or a number as
+    the answer (JSON text); the <image> placeholder dropped from the question."""
+    boxes = [{"bbox_2d": [10, 20, 30, 40], "label": "ship"}]
+    recs = [{"image": "a.png", "question": "<image>\nDetect all ships.", "answer": boxes},
+            {"image": "a.png", "question": "How many ships? <image>", "answer": 3, "coordinate_size": 224},
+            {"id": 7, "image": "b.png", "question": "Q", "answer": "A"}]
+    path = tmp_path / "official.json"
+    path.write_text(json.dumps(recs))
+    got = load_manifest(path)
+    assert [r["coordinate_size"] for r in got] == [504, 224, 504]
+    assert [r["id"] for r in got] == ["a#1", "a#2", "7"]
+    assert got[0]["answer"] == json.dumps(boxes) and got[1]["answer"] == "3"
+    assert [r["question"] for r in got[:2]] == ["Detect all ships.", "How many ships?"]
+    path.write_text(json.dumps({"records": recs}))
+    with pytest.raises(ManifestError, match="must hold a list of records, got dict"):
+        load_manifest(path)
+    path.write_text(json.dumps(recs)[:-3])
+    with pytest.raises(ManifestError, match=r"official\.json: not valid JSON"):
+        load_manifest(path)
 
 
 def test_jsonl_lines_end_at_newline_only_and_a_bom_is_skipped(tmp_path):

@@ -52,7 +52,8 @@ def add_parsers(sub, fmt) -> None:
                                    "manifest.jsonl is answered in batches into --out (JSONL).",
                        epilog=EXAMPLES["ask"], formatter_class=fmt)
     a.add_argument("run", help="run directory or exported model (fusar-gpt export)")
-    a.add_argument("image", help="GeoTIFF, PNG or JPEG; or a folder of them; or a manifest.jsonl")
+    a.add_argument("image", help="GeoTIFF, PNG or JPEG; or a folder of them; or a manifest (.jsonl, or the "
+                                           "authors' .json list)")
     a.add_argument("question", nargs="?", help="the question (a manifest brings its own)")
     a.add_argument("--bbox", help="lon_min,lat_min,lon_max,lat_max of a PNG/JPEG (or of a GeoTIFF without "
                                   "georeference)")
@@ -152,14 +153,15 @@ def cmd_ask(args) -> int:
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such image, folder or manifest")
     bbox = check_bbox(args.bbox.split(","), "--bbox") if args.bbox else None
-    many = src.is_dir() or src.suffix == ".jsonl"
+    manifest = src.suffix.lower() in (".jsonl", ".json")  # .json: the authors' list of records
+    many = src.is_dir() or manifest
     if many and not args.out:
         raise ValueError(f"{src} holds many inputs: give --out answers.jsonl")
-    if src.suffix == ".jsonl" and args.question:
+    if manifest and args.question:
         raise ValueError("a manifest brings its own questions: drop the question")
     if not many and args.out:
         raise ValueError("--out is for a folder or a manifest; one answer is printed")
-    if not args.question and src.suffix != ".jsonl":
+    if not args.question and not manifest:
         raise ValueError("give the question after the image")
     if src.is_dir():
         infer.list_images(src)  # an empty folder fails before the model loads
@@ -169,7 +171,7 @@ def cmd_ask(args) -> int:
                                            no_aef=args.no_aef)  # bad input fails before any weight loads
     _quiet_loading(args)
     model, settings = infer.load_model(args.run, _device(args.device))
-    if src.suffix == ".jsonl":
+    if manifest:
         result = infer.ask_manifest(model, src, args.out, split=args.split, batch_size=args.batch_size,
                                     progress=not args.json)
     elif src.is_dir():

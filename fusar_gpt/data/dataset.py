@@ -24,6 +24,8 @@ from ..geo import GeoError
 from ..geo.anchors import Anchors
 
 REQUIRED = ("id", "image", "coordinate_size", "question", "answer")  # the official fields but aef
+OFFICIAL_FRAME = 504  # the authors' coordinate frame, their default when a record does not say
+IMAGE_TAG = "<image>"
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 # Modes that are not 8 bits per channel: converting them to RGB would clip silently.
 _NOT_8BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -41,10 +43,28 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_record(rec, where: str, root: Path) -> dict:
+def _official(rec: dict, n: int) -> dict:
+    """The leniencies of the authors' reader, so that their manifests load as their code loads them: no
+    ``coordinate_size`` means their 504 frame; no ``id`` gets one derived from the image and the record's place;
+    an answer that is not a string (a box list, a number) is serialised to JSON text, as it reaches the model;
+    the ``<image>`` placeholder their prompts carry is dropped (our chat template places the image itself)."""
+    rec = dict(rec)
+    rec.setdefault("coordinate_size", OFFICIAL_FRAME)
+    if "id" not in rec and isinstance(rec.get("image"), str):
+        rec["id"] = f"{Path(rec['image']).stem}#{n}"
+    answer = rec.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        rec["answer"] = json.dumps(answer, ensure_ascii=False)
+    if isinstance(rec.get("question"), str) and IMAGE_TAG in rec["question"]:
+        rec["question"] = " ".join(rec["question"].replace(IMAGE_TAG, " ").split())
+    return rec
+
+
+def _check_record(rec, where: str, root: Path, n: int = 0) -> dict:
     """Validate one parsed JSON line and return it normalised (absolute paths, defaults filled in)."""
     if not isinstance(rec, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {_type(rec)}")
+    rec = _official(rec, n)
     for key in REQUIRED:
         if key not in rec:
             raise ManifestError(f"{where}: missing field '{key}'")
@@ -130,14 +150,36 @@ def load_manifest(path, *, split: str | None = None, tasks: Sequence[str] | None
     task_names = _as_names(tasks, "tasks")
     root = path.absolute().parent
     records = []
-    for where, raw in read_jsonl(path, ManifestError, "manifest"):
-        rec = _check_record(raw, where, root)
+    for n, (where, raw) in enumerate(_manifest_rows(path), start=1):
+        rec = _check_record(raw, where, root, n)
         if split is not None and rec["split"] != split:
             continue
         if task_names is not None and rec["task"] not in task_names:
             continue
         records.append(rec)
     return records
+
+
+def _manifest_rows(path: Path):
+    """``("FILE line N" / "FILE record N", object)``: JSONL, or a ``.json`` file holding one list of records (the
+    authors' format)."""
+    if path.suffix.lower() != ".json":
+        yield from read_jsonl(path, ManifestError, "manifest")
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: cannot read the manifest: no such manifest file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: cannot read the manifest ({' '.join(str(err).split())})") from None
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(data, list):
+        raise ManifestError(f"{path}: a .json manifest must hold a list of records, got {_type(data)}")
+    for n, rec in enumerate(data, start=1):
+        yield f"{path} record {n}", rec
 
 
 def frame_size(record: dict) -> tuple[int, int]:
