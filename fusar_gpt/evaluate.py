@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,10 +45,14 @@ def load_run(run, device: str = "cpu"):
 
 @torch.no_grad()
 def predict(model, records: Sequence[dict], *, batch_size: int = 8, progress: bool = True,
-            max_new_tokens: dict | None = None) -> dict[str, str]:
-    """Greedy answers for manifest records (as returned by ``load_manifest``): {id: answer}."""
+            max_new_tokens: dict | None = None, errors: dict | None = None) -> dict[str, str]:
+    """Greedy answers for manifest records (as returned by ``load_manifest``): {id: answer}. With ``errors`` (a
+    dict), a record whose image or anchors cannot be read (missing, corrupt, 16-bit, a decompression bomb, a torn
+    .npz) is left out, its one-line reason stored under its id, and every other record is answered; without it,
+    the first such record raises."""
     from .data.collate import Collator
-    from .data.dataset import ManifestDataset
+    from .data.dataset import ManifestDataset, ManifestError
+    from .geo import GeoError
 
     limits = {**MAX_NEW_TOKENS, **(max_new_tokens or {})}
     data = ManifestDataset(list(records))
@@ -67,12 +72,22 @@ def predict(model, records: Sequence[dict], *, batch_size: int = 8, progress: bo
     device = next(model.parameters()).device
     out: dict[str, str] = {}
     for chunk in chunks:
-        batch = collate([data[i] for i in chunk]).to(device)
-        limit = limits.get(records[chunk[0]].get("task"), 64)
-        tokens = model.generate(**batch, max_new_tokens=limit, do_sample=False)
-        new = tokens[:, batch["input_ids"].shape[1]:]
-        for i, text in zip(chunk, model.processor.batch_decode(new, skip_special_tokens=True)):
-            out[str(records[i]["id"])] = text.strip()
+        items, kept = [], []
+        for i in chunk:
+            try:
+                items.append(data[i])
+                kept.append(i)
+            except (ManifestError, GeoError) as err:
+                if errors is None:
+                    raise
+                errors[str(records[i]["id"])] = " ".join(str(err).split())
+        if items:
+            batch = collate(items).to(device)
+            limit = limits.get(records[kept[0]].get("task"), 64)
+            tokens = model.generate(**batch, max_new_tokens=limit, do_sample=False)
+            new = tokens[:, batch["input_ids"].shape[1]:]
+            for i, text in zip(kept, model.processor.batch_decode(new, skip_special_tokens=True)):
+                out[str(records[i]["id"])] = text.strip()
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:
@@ -80,11 +95,18 @@ def predict(model, records: Sequence[dict], *, batch_size: int = 8, progress: bo
     return out
 
 
-def write_predictions(path, predictions: dict[str, str]) -> None:
+def write_predictions(path, predictions: dict[str, str], errors: dict[str, str] | None = None) -> None:
+    """``{"id", "answer"}`` lines, then an ``{"id", "error"}`` line per record that could not be answered (which
+    ``score`` counts as unanswered, so wrong). Written under a temporary name and renamed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps({"id": k, "answer": v}) + "\n" for k, v in predictions.items()))
-    tmp.replace(path)
+    lines = [json.dumps({"id": k, "answer": v}) for k, v in predictions.items()]
+    lines += [json.dumps({"id": k, "error": v}) for k, v in (errors or {}).items()]
+    try:
+        tmp.write_text("".join(ln + "\n" for ln in lines))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def evaluate_run(run, manifest, *, split: str | None = "test", tasks: Sequence[str] | None = None,
@@ -113,16 +135,21 @@ def evaluate_run(run, manifest, *, split: str | None = "test", tasks: Sequence[s
     out = Path(out or run)
     out.mkdir(parents=True, exist_ok=True)
     model, _ = load_run(run)
-    predictions = predict(model, records, batch_size=batch_size, progress=progress)
-    write_predictions(out / "predictions.jsonl", predictions)
+    errors: dict[str, str] = {}
+    predictions = predict(model, records, batch_size=batch_size, progress=progress, errors=errors)
+    write_predictions(out / "predictions.jsonl", predictions, errors)
+    if errors:
+        first = next(iter(errors.items()))
+        print(f"eval: {len(errors)} of {len(records)} records could not be read and count as wrong (first: "
+              f"{first[0]}: {first[1]}); the reasons are in {out / 'predictions.jsonl'}", file=sys.stderr)
     metrics = score(records, predictions, n_boot=n_boot)
     baseline = None
     if baseline_split:
         train = load_manifest(manifest, split=baseline_split, tasks=tasks)
         if train:
             baseline = score(records, majority_predictions(train, records), n_boot=n_boot)
-    result = {"run": str(run), "manifest": str(manifest), "split": split, "n": len(records), "metrics": metrics,
-              "majority_baseline": baseline}
+    result = {"run": str(run), "manifest": str(manifest), "split": split, "n": len(records), "unreadable": len(errors),
+              "metrics": metrics, "majority_baseline": baseline}
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out / "metrics.json")

@@ -358,7 +358,8 @@ def ask_manifest(model, manifest, out, *, split: str | None = None, batch_size: 
     records = load_manifest(manifest, split=split)
     if not records:
         raise ValueError(f"{manifest}: no records" + (f" in split {split!r}" if split else ""))
-    predictions = predict(model, records, batch_size=batch_size, progress=progress)
+    errors: dict[str, str] = {}
+    predictions = predict(model, records, batch_size=batch_size, progress=progress, errors=errors)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_predictions(out, predictions)
-    return {"records": len(records), "answered": len(predictions), "errors": 0, "out": str(out)}
+    write_predictions(out, predictions, errors)
+    return {"records": len(records), "answered": len(predictions), "errors": len(errors), "out": str(out)}

@@ -397,8 +397,9 @@ def majority_predictions(train_records: Sequence[dict], records: Sequence[dict])
 
 
 def read_predictions(path) -> dict[str, str]:
-    """``{"id", "answer"}`` JSONL lines (blank lines skipped) -> id -> answer. A bad line or a repeated id is a
-    one-line ValueError naming the file and line."""
+    """``{"id", "answer"}`` JSONL lines (blank lines skipped) -> id -> answer; ``{"id", "error"}`` lines (a record
+    that could not be asked) are left out, so they score as unanswered. A bad line or a repeated id is a one-line
+    ValueError naming the file and line."""
     from .data.dataset import read_jsonl
 
     out: dict[str, str] = {}
@@ -410,6 +411,8 @@ def read_predictions(path) -> dict[str, str]:
         rid = str(rid) if isinstance(rid, int) and not isinstance(rid, bool) else rid
         if not isinstance(rid, str) or not rid:
             raise ValueError(f"{where}: field 'id' must be a non-empty string, got {json.dumps(obj.get('id'))}")
+        if "answer" not in obj and isinstance(obj.get("error"), str):
+            continue  # a record the model could not be asked (eval / ask wrote why): unanswered, so wrong
         if not isinstance(obj.get("answer"), str):
             raise ValueError(f"{where}: field 'answer' must be a string, got {json.dumps(obj.get('answer'))}")
         if rid in out:

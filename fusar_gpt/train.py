@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -221,7 +222,10 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     # one process may train several runs (the demo, notebooks): each gets its own precision settings;
     # the process group itself (PartialState) is kept
     AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
+    # several processes (torchrun) on a machine without CUDA: accelerate only forms the gloo process group when
+    # told cpu=True; without it every process silently trained alone, on the same data, into the same folder
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(cpu=multi_cpu, mixed_precision=recipe.train.mixed_precision,
                               gradient_accumulation_steps=recipe.train.grad_accum,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     _configure_deepspeed(accelerator, recipe)
@@ -289,8 +293,8 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
             loss_acc += mean / t.grad_accum
             seen += t.batch_size
             tokens += n_tok
-        if t.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm else None
+        _check_finite(step + 1, loss_acc, norm, recipe)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -317,8 +321,24 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
         _log(run / "log.jsonl", {"step": step, "val_loss": summary["val_loss"]}, accelerator.is_main_process, board)
     if board is not None:
         board.close()
-    summary.update(run=str(run), steps=step, total_steps=total, finished=step == total)
+    summary.update(run=str(run), steps=step, total_steps=total, finished=step == total,
+                   processes=accelerator.num_processes)
     return summary
+
+
+class Diverged(RecipeError):
+    """The loss or the gradient went non-finite: training stops before the step is applied, so no NaN weight is
+    ever saved (the last checkpoint, if any, is intact)."""
+
+
+def _check_finite(step: int, loss: float, grad_norm, recipe: Recipe) -> None:
+    bad = "loss" if not math.isfinite(loss) else (
+        "gradient norm" if grad_norm is not None and not math.isfinite(float(grad_norm)) else None)
+    if bad:
+        t = recipe.train
+        raise Diverged(f"step {step}: the {bad} is not finite, training stopped before applying it (nothing from "
+                       f"this step is saved); likely too large a step: train.lr = {t.lr:g}, train.tlm_lr_scale = "
+                       f"{t.tlm_lr_scale:g}, train.max_grad_norm = {t.max_grad_norm}")
 
 
 def _sharded(accelerator) -> bool:

@@ -138,6 +138,41 @@ def test_adapter_bin_is_converted_to_safetensors(tmp_path):
     assert torch.equal(tensors["base_model.model.x.lora_A.weight"], torch.ones(2, 2))
 
 
+def _broken_tlm(run, case):
+    save_tlm(TLM(16), run)
+    cfg, weights = run / "tlm.json", run / "tlm.safetensors"
+    data = weights.read_bytes()
+    if case == "truncated weights":
+        weights.write_bytes(data[: len(data) // 2])
+    elif case == "zero-byte weights":
+        weights.write_bytes(b"")
+    elif case == "lying header":
+        weights.write_bytes((10 ** 12).to_bytes(8, "little") + data[8:])
+    elif case == "nan weights":
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(str(weights))
+        state["null_prior"] = torch.full_like(state["null_prior"], float("nan"))
+        save_file(state, str(weights))
+    elif case == "unknown key in tlm.json":
+        cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "gate": True}))
+    elif case == "garbage tlm.json":
+        cfg.write_text("{not json")
+    elif case == "tlm.json a list":
+        cfg.write_text("[1, 2]")
+
+
+@pytest.mark.parametrize("case", ["truncated weights", "zero-byte weights", "lying header", "nan weights",
+                                  "unknown key in tlm.json", "garbage tlm.json", "tlm.json a list"])
+def test_a_broken_tlm_is_refused_in_one_line_naming_the_file(tmp_path, case):
+    _broken_tlm(tmp_path, case)
+    with pytest.raises(CheckpointError) as err:
+        load_tlm(tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and ("tlm.json" in msg or "tlm.safetensors" in msg), msg
+    assert ("non-finite" in msg) == (case == "nan weights")
+
+
 def test_load_tlm_refuses_foreign_formats(tmp_path):
     save_tlm(TLM(16), tmp_path)
     cfg = json.loads((tmp_path / "tlm.json").read_text())

@@ -330,3 +330,32 @@ def test_train_set_value_that_is_not_yaml_is_one_line(capsys):
     assert main(["train", "configs/tiny-cpu/stage1.yaml", "--set", "train.lr=[1, 2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--set 'train.lr=[1, 2'" in err and "not YAML" in err
+
+
+def test_eval_and_ask_keep_the_other_answers_when_a_record_is_unreadable(quick_demo, tmp_path, capsys):
+    """One missing and one corrupt image among four records: both commands answer the other two, write an error
+    line for each bad one and say how many; score counts the bad ones as unanswered (wrong)."""
+    out, _ = quick_demo
+    recs = [r for r in (json.loads(ln) for ln in (out / "dataset" / "manifest.jsonl").read_text().splitlines())
+            if r["aef"]][:4]
+    for r in recs:
+        r["image"], r["aef"] = str(out / "dataset" / r["image"]), str(out / "dataset" / r["aef"])
+        r["split"] = "test"
+    recs[1]["image"] = str(tmp_path / "gone.png")
+    (tmp_path / "torn.png").write_bytes(Path(recs[0]["image"]).read_bytes()[:100])
+    recs[2]["image"] = str(tmp_path / "torn.png")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    run = out / "fusar-gpt" / "stage2"
+    assert main(["eval", "--run", str(run), "--manifest", str(manifest), "--out", str(tmp_path / "ev"),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    missing = lambda m: sum(d["missing"] for d in m.values())
+    assert result["n"] == 4 and result["unreadable"] == 2 and missing(result["metrics"]) == 2
+    lines = [json.loads(ln) for ln in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in lines if "error" in r) == sorted([recs[1]["id"], recs[2]["id"]])
+    assert main(["ask", str(run), str(manifest), "--out", str(tmp_path / "a.jsonl"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["answered"] == 2 and summary["errors"] == 2
+    assert main(["score", "--predictions", str(tmp_path / "a.jsonl"), "--manifest", str(manifest), "--json"]) == 0
+    assert missing(json.loads(capsys.readouterr().out)) == 2

@@ -546,3 +546,13 @@ def test_internal_mask_band_masks_pixels(tmp_path):
             ds.write_mask(m)
     img = read_sar(p)
     assert not img.mask[:3].any() and img.mask[3:].all() and np.isnan(img.data[:3]).all()
+
+
+@pytest.mark.parametrize("transform", [from_origin(500000.0, 1e8, 10.0, 10.0),      # a northing of 1e8 m
+                                       from_origin(9.5e6, 5000000.0, 10.0, 10.0)])  # an easting far out of zone
+def test_a_footprint_outside_the_crs_area_of_use_is_refused(tmp_path, transform):
+    path = write_tif(tmp_path / "far.tif", np.ones((32, 32), np.float32), transform=transform)
+    with pytest.raises(GeoError, match="outside the area of use of EPSG:32631") as err:
+        _ = read_sar(path).footprint
+    assert "\n" not in str(err.value)
+    assert read_sar(write_tif(tmp_path / "ok.tif", np.ones((32, 32), np.float32))).footprint  # zone 31 itself

@@ -118,6 +118,24 @@ def test_resume_without_a_checkpoint_is_a_clear_error(dataset, tmp_path):
         train(_recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "none", dataset), progress=False, resume=True)
 
 
+def test_a_diverging_run_stops_with_one_line_and_saves_no_nan_weights(dataset, tmp_path):
+    """lr 1e12 blows the weights up within a step or two: training stops naming the step and the keys, and every
+    checkpoint written (each step, before the blow-up) holds finite weights only."""
+    from safetensors.torch import load_file
+
+    from fusar_gpt.train import Diverged
+
+    args = {"train.max_steps": 6, "train.batch_size": 2, "train.save_every": 1, "train.lr": 1e12,
+            "train.warmup_ratio": 0.0, "train.schedule": "constant"}
+    with pytest.raises(Diverged) as err:
+        train(_recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "nan", dataset, **args), progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("step ") and "train.lr = 1e+12" in msg
+    saved = list((tmp_path / "nan").rglob("*.safetensors"))
+    for f in saved:
+        assert all(torch.isfinite(v).all() for v in load_file(str(f)).values()), f
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -145,6 +163,10 @@ def test_two_processes_match_one_process_with_the_doubled_batch(dataset, tmp_pat
                           *sets, "--set", f"model.base={two / 'base'}"],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
+    # really one process group of two (on CPU accelerate needs cpu=True for it; without it both processes
+    # trained alone on the same data, the losses matched anyway and they raced on the same checkpoint folder)
+    summaries = [json.loads(ln) for ln in out.stdout.splitlines() if ln.startswith("{")]
+    assert summaries and all(s["processes"] == 2 for s in summaries)
     l1, l2 = _losses(one), _losses(two)
     assert sorted(l1) == sorted(l2) == [1, 2, 3]
     for s in (1, 2, 3):

@@ -97,7 +97,24 @@ def _lonlat_bbox(crs, xs, ys, what: str) -> tuple[float, float, float, float]:
     if not geographic and box[2] - box[0] > 180.0:
         raise GeoError(f"{what}: footprint spans {box[2] - box[0]:.1f} degrees of longitude; it crosses "
                        f"the antimeridian, which is not supported (split the scene)")
+    _check_area_of_use(key, box, what)
     return check_bbox(box, what=f"footprint of {what}")
+
+
+AREA_SLACK_DEG = 5.0  # scenes a little past their UTM zone are common and fine; a wrong northing lands far off
+
+
+def _check_area_of_use(key, box, what: str) -> None:
+    """A footprint far outside its CRS's area of use (a UTM northing of 1e8 m, a zone number off by ten) maps to
+    finite lon/lat somewhere else on Earth: refuse it instead of fetching the wrong place's anchors."""
+    area = ProjCRS.from_user_input(key).area_of_use
+    if area is None or (area.east - area.west) >= 359 or area.east < area.west:  # global, or over the antimeridian
+        return
+    s = AREA_SLACK_DEG
+    if box[2] < area.west - s or box[0] > area.east + s or box[3] < area.south - s or box[1] > area.north + s:
+        raise GeoError(f"{what}: footprint {tuple(round(v, 3) for v in box)} lies outside the area of use of "
+                       f"{key} (lon {area.west:g}..{area.east:g}, lat {area.south:g}..{area.north:g}): wrong CRS "
+                       f"or coordinates?")
 
 
 def _apply(t: Affine, cols, rows):

@@ -44,12 +44,30 @@ def load_tlm(run_dir: str | Path, device: str | torch.device = "cpu") -> TLM:
     cfg_path, weights = run / "tlm.json", run / "tlm.safetensors"
     if not cfg_path.exists() or not weights.exists():
         raise CheckpointError(f"{run} holds no TLM (tlm.json + tlm.safetensors)")
-    cfg = json.loads(cfg_path.read_text())
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{cfg_path}: not a readable TLM config ({' '.join(str(err).split())})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}")
     fmt = cfg.pop("format", None)
     if fmt != TLM_FORMAT:
         raise CheckpointError(f"{cfg_path}: unknown TLM format {fmt!r} (expected {TLM_FORMAT!r})")
-    tlm = TLM(**cfg)
-    missing, unexpected = tlm.load_state_dict(load_file(str(weights), device=str(device)), strict=False)
+    try:
+        tlm = TLM(**cfg)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{cfg_path}: not a TLM config ({' '.join(str(err).split())})") from None
+    try:
+        state = load_file(str(weights), device=str(device))
+    except Exception as err:  # safetensors raises its own SafetensorError (and OSError) on a torn or lying file
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({' '.join(str(err).split())})") from None
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise CheckpointError(f"{weights}: non-finite values in {', '.join(bad)} (a diverged run?)")
+    try:
+        missing, unexpected = tlm.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape that does not match tlm.json
+        raise CheckpointError(f"{weights}: tensors do not fit tlm.json ({' '.join(str(err).split())[:300]})") from None
     if missing or unexpected:
         raise CheckpointError(f"{weights}: tensors do not match tlm.json (missing {missing}, unexpected {unexpected})")
     return tlm.to(device)
