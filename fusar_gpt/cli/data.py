@@ -62,6 +62,12 @@ def add_parsers(sub, fmt) -> None:
     b.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test ratios (default 0.8,0.1,0.1)")
     b.add_argument("--split-by", default="site", choices=["site", "scene"],
                    help="keep whole sites (annotation 'site' field; default) or scenes in one split")
+    b.add_argument("--bands", help="which bands hold the SAR measurement: i,q (an SLC stored as I and Q real "
+                                   "bands: amplitude |I+iQ|), N, or N,M (I and Q); default: read from the band "
+                                   "descriptions (i_*/q_*, VV/VH/...); a multi-band file they do not explain is "
+                                   "quarantined")
+    b.add_argument("--pol", choices=("VV", "VH", "HH", "HV"), help="polarisation of a dual-/quad-pol file, by "
+                                                                   "band description (default: the co-pol)")
     b.add_argument("--stretch", help="fixed dB range VMIN,VMAX for 8-bit scaling (default: per-image 2-98%%)")
     b.add_argument("--sensor", help="sensor name for captions and meta (e.g. Sentinel-1)")
     b.add_argument("--landcover-ref", help="folder of labelled AEF CSVs (A00..A63, dw_label) for caption terrain")
@@ -114,7 +120,7 @@ def cmd_build(args) -> int:
                           split=_floats(args.split, 3, "--split"), split_by=args.split_by,
                           stretch=_floats(args.stretch, 2, "--stretch") if args.stretch else None, seed=args.seed,
                           workers=args.workers, shard=shard, aef_index=args.aef_index,
-                          landcover_ref=args.landcover_ref, sensor=args.sensor)
+                          landcover_ref=args.landcover_ref, sensor=args.sensor, bands=args.bands, pol=args.pol)
         summary = build(cfg, progress=not args.json)
     if args.json:
         print(json.dumps(summary))

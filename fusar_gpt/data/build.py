@@ -48,6 +48,8 @@ class BuildConfig:
     landcover_ref: str | None = None    # labelled AEF CSVs for caption terrain; default: see landcover.py
     sensor: str | None = None
     subtypes: dict[str, list[str]] | None = None  # fine classes per label; default: all seen in the annotations
+    bands: str | None = None            # "i,q" (SLC as I and Q bands), "N", "N,M"; default: from band descriptions
+    pol: str | None = None              # VV | VH | HH | HV among described bands; default the co-pol
 
     def __post_init__(self):
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -235,7 +237,7 @@ class Worker:
         if job.problems:
             raise ValueError("; ".join(job.problems))
         cfg = self.cfg
-        img = read_sar(job.path)
+        img = read_sar(job.path, bands=cfg.bands, pol=cfg.pol)
         degenerate = degenerate_reason(img.data, img.mask)
         if degenerate:
             raise ValueError(degenerate)

@@ -132,6 +132,6 @@ def chip_windows(width: int, height: int, size: int, overlap: int, transform: Af
     return chips
 
 
-def read_chip(path, chip: Chip, band: int = 1, **kwargs) -> SarImage:
+def read_chip(path, chip: Chip, band: int | None = None, **kwargs) -> SarImage:
     """Read one chip of a scene (see :func:`read_sar` for the keyword arguments)."""
     return read_sar(path, band, window=(chip.col_off, chip.row_off, chip.width, chip.height), **kwargs)

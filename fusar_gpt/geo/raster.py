@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from . import GeoError, check_bbox
 from .aef import crs_key, to_lonlat
+from .bands import BandChoice, choose_bands
 
 # 2**29 pixels is a 2 GiB float32 array: big enough for a full GRD scene, small enough to fail before swapping.
 DEFAULT_MAX_PIXELS = 2**29
@@ -265,9 +266,14 @@ def _valid_mask(arr: np.ndarray, nodata) -> np.ndarray:
     return arr != arr.dtype.type(nodata)
 
 
-def read_sar(path, band: int = 1, *, window=None, max_pixels: int | None = DEFAULT_MAX_PIXELS, footprint=None,
-             date=None, scale: str | None = None) -> SarImage:
-    """Read one band of a SAR raster as float32 (complex -> amplitude ``|z|``), nodata/NaN/inf masked.
+def read_sar(path, band: int | None = None, *, window=None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+             footprint=None, date=None, scale: str | None = None, bands: str | None = None,
+             pol: str | None = None) -> SarImage:
+    """Read the SAR measurement of a raster as float32 (complex -> amplitude ``|z|``), nodata/NaN/inf masked.
+
+    Which band: ``band`` N, or (None) what :func:`geo.bands.choose_bands` reads from the band descriptions with
+    ``bands`` / ``pol``: a single band, the co-pol of a dual-pol file, or SLC I and Q real bands, whose amplitude
+    ``|I + iQ|`` is computed exactly as for a complex band.
 
     ``window=(col_off, row_off, width, height)`` reads part of a scene; ``max_pixels`` caps what would be read
     (the window if given, else the whole raster) and is checked on the header before any pixel is read.
@@ -290,10 +296,15 @@ def read_sar(path, band: int = 1, *, window=None, max_pixels: int | None = DEFAU
         except RasterioError as e:
             raise GeoError(f"{path}: not a readable raster ({_one_line(e)})") from None
         with ds:
-            return _read_open(ds, path, band, window, max_pixels, footprint, date, scale)
+            if band is None:
+                choice = choose_bands(ds.descriptions, ds.count, bands=bands, pol=pol, what=str(path))
+            else:
+                choice = BandChoice("single", band)
+            return _read_open(ds, path, choice, window, max_pixels, footprint, date, scale)
 
 
-def _read_open(ds, path, band, window, max_pixels, fp_fallback, date, scale) -> SarImage:
+def _read_open(ds, path, choice, window, max_pixels, fp_fallback, date, scale) -> SarImage:
+    band = choice.index
     if not isinstance(band, (int, np.integer)) or not 1 <= band <= ds.count:
         raise GeoError(f"{path}: band {band!r} is out of range; the file has {ds.count} band(s), numbered from 1")
     W, H = ds.width, ds.height
@@ -331,6 +342,7 @@ def _read_open(ds, path, band, window, max_pixels, fp_fallback, date, scale) -> 
         extra = None
         if any(f.name in ("per_dataset", "alpha") for f in flags):
             extra = ds.read_masks(band, window=win) > 0
+        q = ds.read(choice.q_index, window=win) if choice.kind == "iq" else None
     except MemoryError:
         raise
     except Exception as e:  # GDAL surfaces a bad strip as RasterioIOError or as a bare CPLE_* error
@@ -340,6 +352,12 @@ def _read_open(ds, path, band, window, max_pixels, fp_fallback, date, scale) -> 
 
     nodata = ds.nodatavals[band - 1]
     mask = _valid_mask(arr, nodata)
+    if q is not None:  # SLC as I and Q: the same |z| (in complex64) as a complex band of the same data
+        if arr.dtype.kind == "c" or q.dtype.kind == "c":
+            raise GeoError(f"{path}: {choice.describe()} are complex already; I and Q must be real bands")
+        mask &= _valid_mask(q, ds.nodatavals[choice.q_index - 1])
+        arr = arr.astype(np.float32).astype(np.complex64) + 1j * q.astype(np.float32).astype(np.complex64)
+        arr = arr.astype(np.complex64)
     data = np.abs(arr).astype(np.float32) if arr.dtype.kind == "c" else arr.astype(np.float32)
     if extra is not None:
         mask &= extra
@@ -352,7 +370,7 @@ def _read_open(ds, path, band, window, max_pixels, fp_fallback, date, scale) -> 
     units = ds.units[band - 1] if ds.units else None
     if units:
         tags.setdefault("UNITS", units)
-    dtype = ds.dtypes[band - 1]
+    dtype = "complex64" if choice.kind == "iq" else ds.dtypes[band - 1]
     return SarImage(
         data=data, mask=mask, crs=crs, transform=transform, width=w, height=h,
         date=date if date is not None else acquisition_date(tags, path),
