@@ -22,18 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.dataset import _NOT_8BIT  # PIL modes that are not 8-bit: converting them to RGB would clip silently
 from .geo import check_bbox
 from .geo.anchors import Anchors
+from .geo.plain import PLAIN_SUFFIXES, InputTooLarge, read_plain
 from .geo.raster import DEFAULT_MAX_PIXELS
 
 RASTER_SUFFIXES = (".tif", ".tiff")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = PLAIN_SUFFIXES
 DEFAULT_MAX_NEW_TOKENS = 256
 
 
-class InputTooLarge(ValueError):
-    """An image whose pixel count is above the configured cap (HTTP 413 in the server)."""
+__all__ = ["InputTooLarge"]  # re-exported: the server answers it with 413
 
 
 @dataclass(frozen=True)
@@ -134,26 +133,6 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def _read_plain(src, name: str, max_pixels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(src) as im:
-            if im.width * im.height > max_pixels:
-                raise InputTooLarge(f"{name}: {im.width}x{im.height} pixels is above the cap of {max_pixels}")
-            im.load()
-            if im.mode in _NOT_8BIT:
-                raise ValueError(f"{name} is a {im.mode} image, not 8-bit; give the GeoTIFF (its radiometry is "
-                                 f"scaled as in training) or an 8-bit PNG")
-            return np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"))
-    except Image.DecompressionBombError:
-        raise InputTooLarge(f"{name}: too many pixels (above the cap of {max_pixels})") from None
-    except UnidentifiedImageError:
-        raise ValueError(f"{name} is not a readable PNG/JPEG image") from None
-    except OSError as err:
-        raise ValueError(f"{name} is not a readable image ({' '.join(str(err).split())})") from None
-
-
 def _raster_size(path: Path) -> tuple[int, int]:
     import rasterio
     from rasterio.errors import RasterioError
@@ -205,7 +184,7 @@ def prepare(image, settings: Settings, *, store=None, bbox=None, year: int | Non
         footprint = raster.footprint
         year = year if year is not None else (raster.date.year if raster.date else None)
     else:
-        pixels = _read_plain(path if data is None else io.BytesIO(data), name, max_pixels)
+        pixels = read_plain(path if data is None else io.BytesIO(data), name, max_pixels)
         footprint = check_bbox(bbox) if bbox is not None else None
     frame = to_model_frame(pixels, settings.frame)[0]
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .data.tasks import parse_boxes, parse_label, truth_boxes
+from .geo.plain import NOT_8BIT
 
 TASK_ORDER = ("count", "locate", "classify", "landcover", "detect", "caption")
 LOWER_IS_BETTER = frozenset({"mae"})
@@ -29,7 +30,6 @@ NOT_FRACTION = frozenset({"n", "mae", "cider"})  # everything else is a fraction
 MISSING = "—"
 NONE_LABEL = "(none)"
 TRUE_RGB, PRED_RGB = (0, 255, 0), (255, 0, 0)
-_NOT_8BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _LEGEND = ("Each cell reads value [95% bootstrap interval]. Fractions lie in [0, 1]; MAE counts objects (lower is "
            "better); CIDEr is on a 0-10 scale; n is the number of items scored; — marks a figure a run lacks.")
 
@@ -353,7 +353,7 @@ def _confusion_figure(Figure, records, predictions):
 
 
 def _to_rgb(image) -> Image.Image:
-    if isinstance(image, Image.Image) and image.mode not in _NOT_8BIT:
+    if isinstance(image, Image.Image) and image.mode not in NOT_8BIT:
         return image.convert("RGB")
     a = np.asarray(image)
     if a.dtype != np.uint8:

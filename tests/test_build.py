@@ -340,3 +340,52 @@ def test_a_worker_that_dies_ends_the_build_with_a_one_line_error(world, tmp_path
     thread.join(timeout=30)
     assert killed and not thread.is_alive()
     assert isinstance(outcome["result"], WorkerDied) and "a build worker died" in str(outcome["result"])
+
+
+def test_png_chips_without_georeference_build_with_empty_priors_and_train(world, tmp_path):
+    """The form of most public SAR detection sets: 8-bit PNG chips and a COCO file, no georeference. They build
+    (pixels as they are, every anchor invalid, meta.geo null; build.json counts them), --require-geo quarantines
+    them, and a model trains and is evaluated on the result."""
+    from fusar_gpt.evaluate import evaluate_run
+    from fusar_gpt.geo.radiometry import to_uint8
+    from fusar_gpt.train import resolve_paths, train
+
+    chips = tmp_path / "chips"
+    chips.mkdir()
+    coco = json.loads((world / "annotations.json").read_text())
+    for im in coco["images"]:
+        png = Path(im["file_name"]).with_suffix(".png").name
+        Image.fromarray(to_uint8(read_sar(world / "images" / im["file_name"]))).save(chips / png)
+        im["file_name"] = png
+        for k in ("landcover", "landcover_grid", "date"):  # a public set carries none of the synthetic truths
+            im.pop(k, None)
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    cfg = dict(images=str(chips), annotations=str(tmp_path / "coco.json"), aef=str(world / "aef"), frame=224,
+               split=(0.5, 0.0, 0.5), split_by="scene", tasks=("count", "detect", "caption", "landcover"))
+    summary = build(BuildConfig(out=str(tmp_path / "ds"), **cfg), progress=False)
+    records = load_manifest(tmp_path / "ds" / "manifest.jsonl")
+    assert summary["images"] == 12 and summary["quarantined"] == 0
+    assert summary["priors"] == {"full": 0, "partial": 0, "none": len(records)}
+    assert {r["task"] for r in records} == {"count", "detect", "caption"}  # no landcover truth without anchors
+    assert all(r["meta"]["geo"] is None and r["meta"]["footprint"] is None for r in records)
+    assert all(Anchors.load(r["aef"]).n_valid == 0 for r in records)
+    first = records[0]
+    src = np.asarray(Image.open(chips / Path(first["meta"]["source"]).name))
+    built = np.asarray(Image.open(first["image"]).convert("L"))
+    from fusar_gpt.geo.frame import to_model_frame
+
+    assert np.array_equal(built, to_model_frame(src, 224, np.zeros((0, 4)))[0])  # the chip's own pixels, framed
+    strict = build(BuildConfig(out=str(tmp_path / "strict"), require_geo=True, **cfg), progress=False)
+    assert strict["quarantined"] == 12 and strict["records"] == 0
+    # a model trains on it and is evaluated on it
+    from fusar_gpt.config import load_recipe
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    recipe = load_recipe(configs / "tiny-cpu" / "stage1.yaml",
+                         {"model.preset": "tiny", "train.max_steps": 2, "train.batch_size": 2, "data.tasks": ["count"],
+                          "data.val_split": None, "train.save_every": 0})
+    run = tmp_path / "run"
+    train(resolve_paths(recipe, out=str(run), data=str(tmp_path / "ds")), progress=False)
+    result = evaluate_run(run, tmp_path / "ds" / "manifest.jsonl", split="test", tasks=["count"], out=tmp_path / "ev",
+                          progress=False, n_boot=20)
+    assert result["n"] > 0 and result["unreadable"] == 0 and result["metrics"]["count"]["missing"] == 0

@@ -62,6 +62,9 @@ def add_parsers(sub, fmt) -> None:
     b.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test ratios (default 0.8,0.1,0.1)")
     b.add_argument("--split-by", default="site", choices=["site", "scene"],
                    help="keep whole sites (annotation 'site' field; default) or scenes in one split")
+    b.add_argument("--require-geo", action="store_true", help="quarantine PNG/JPEG chips (no georeference, so "
+                                                              "no anchors) instead of building them with an "
+                                                              "empty prior")
     b.add_argument("--bands", help="which bands hold the SAR measurement: i,q (an SLC stored as I and Q real "
                                    "bands: amplitude |I+iQ|), N, or N,M (I and Q); default: read from the band "
                                    "descriptions (i_*/q_*, VV/VH/...); a multi-band file they do not explain is "
@@ -120,7 +123,8 @@ def cmd_build(args) -> int:
                           split=_floats(args.split, 3, "--split"), split_by=args.split_by,
                           stretch=_floats(args.stretch, 2, "--stretch") if args.stretch else None, seed=args.seed,
                           workers=args.workers, shard=shard, aef_index=args.aef_index,
-                          landcover_ref=args.landcover_ref, sensor=args.sensor, bands=args.bands, pol=args.pol)
+                          landcover_ref=args.landcover_ref, sensor=args.sensor, bands=args.bands, pol=args.pol,
+                          require_geo=args.require_geo)
         summary = build(cfg, progress=not args.json)
     if args.json:
         print(json.dumps(summary))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..geo import GeoError
+from ..geo.plain import PLAIN_SUFFIXES
 from .annotations import ImageAnnotations, Problem, read_annotations, validate_objects
 from .tasks import PAPER_TASKS, TASKS, FrameObj, SceneInfo, build_qa
 
@@ -48,6 +49,7 @@ class BuildConfig:
     landcover_ref: str | None = None    # labelled AEF CSVs for caption terrain; default: see landcover.py
     sensor: str | None = None
     subtypes: dict[str, list[str]] | None = None  # fine classes per label; default: all seen in the annotations
+    require_geo: bool = False           # refuse PNG/JPEG chips (no georeference, so no anchors) instead of empty priors
     bands: str | None = None            # "i,q" (SLC as I and Q bands), "N", "N,M"; default: from band descriptions
     pol: str | None = None              # VV | VH | HH | HV among described bands; default the co-pol
 
@@ -80,7 +82,8 @@ def list_images(images) -> list[Path]:
         return [Path(p) for p in images]
     src = Path(images)
     if src.is_dir():
-        return sorted(p for p in src.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
+        return sorted(p for p in src.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES + PLAIN_SUFFIXES
+                      and p.is_file())
     if src.is_file() and src.suffix.lower() == ".txt":
         base = src.parent
         return [Path(ln.strip()) if os.path.isabs(ln.strip()) else base / ln.strip()
@@ -230,13 +233,14 @@ class Worker:
         return result
 
     def _records(self, job: Job) -> list[dict]:
-        from ..geo.frame import to_model_frame
         from ..geo.radiometry import to_uint8
         from ..geo.raster import read_sar
 
         if job.problems:
             raise ValueError("; ".join(job.problems))
         cfg = self.cfg
+        if Path(job.path).suffix.lower() in PLAIN_SUFFIXES:
+            return self._plain_records(job)
         img = read_sar(job.path, bands=cfg.bands, pol=cfg.pol)
         degenerate = degenerate_reason(img.data, img.mask)
         if degenerate:
@@ -251,22 +255,54 @@ class Worker:
         if not self.store.has_tiles(img.footprint, year):
             raise ValueError(f"no AEF tile covers its footprint {tuple(round(v, 5) for v in img.footprint)}")
         anchors = self.store.sample_raster(img.crs, img.transform, img.width, img.height, year, grid=cfg.grid)
-        pixels, boxes, _ = to_model_frame(to_uint8(img, fixed=cfg.stretch), cfg.frame,
-                                          np.array([o.box for o in objects], float).reshape(-1, 4))
+        return self._finish(job, to_uint8(img, fixed=cfg.stretch), objects, anchors, date,
+                            {"footprint": [round(v, 7) for v in img.footprint], "year": year,
+                             "aef_year": anchors.year})
+
+    def _plain_records(self, job: Job) -> list[dict]:
+        """A PNG/JPEG chip (most public SAR detection sets): its 8-bit pixels as they are, no georeference, so an
+        empty prior (every anchor invalid: the model's missing-prior policy applies) and ``meta.geo`` null."""
+        from ..geo.aef import grid_positions
+        from ..geo.anchors import Anchors
+        from ..geo.plain import read_plain, to_gray
+        from ..geo.raster import DEFAULT_MAX_PIXELS
+
+        if self.cfg.require_geo:
+            raise ValueError("a PNG/JPEG chip has no georeference, so no anchors (--require-geo)")
+        pixels = to_gray(read_plain(job.path, Path(job.path).name, DEFAULT_MAX_PIXELS))
+        degenerate = degenerate_reason(pixels.astype(np.float32), np.ones(pixels.shape, bool))
+        if degenerate:
+            raise ValueError(degenerate)
+        h, w = pixels.shape
+        objects, reason = validate_objects(job.ann.objects, w, h)
+        if reason:
+            raise ValueError(reason)
+        pos = grid_positions(self.cfg.grid).astype(np.float32)
+        empty = Anchors(np.full((len(pos), 64), np.nan, np.float32), pos, np.zeros(len(pos), bool))
+        date = job.ann.extra.get("date")
+        return self._finish(job, pixels, objects, empty, str(date) if date else None,
+                            {"footprint": None, "year": None, "aef_year": None, "geo": None})
+
+    def _finish(self, job: Job, image8: np.ndarray, objects, anchors, date, geo_meta: dict) -> list[dict]:
+        """Model frame, questions and answers, files and records of one image (GeoTIFF or plain chip)."""
+        from ..geo.frame import to_model_frame
+
+        cfg = self.cfg
+        pixels, boxes, _ = to_model_frame(image8, cfg.frame, np.array([o.box for o in objects], float).reshape(-1, 4))
         frame_objs = [FrameObj(tuple(int(v) for v in b), o.label, o.subtype) for b, o in zip(boxes, objects)]
         landcover, layout = job.ann.extra.get("landcover"), job.ann.extra.get("landcover_grid")
-        if landcover is None and self.landcover is not None:
+        if landcover is None and self.landcover is not None and anchors.n_valid:
             from .landcover import describe
 
             landcover, layout = describe(anchors, self.landcover)
-        scene = SceneInfo(landcover=landcover, layout=layout, sensor=cfg.sensor, date=str(date))
+        scene = SceneInfo(landcover=landcover, layout=layout, sensor=cfg.sensor, date=str(date) if date else None)
         qas = build_qa(frame_objs, cfg.frame, cfg.tasks, seed=f"{cfg.seed}:{job.stem}", scene=scene,
                        classes=cfg.classes, subtypes=cfg.subtypes or None)
         image_rel, aef_rel = f"images/{job.stem}.png", f"anchors/{job.stem}.npz"
         _atomic_bytes(self.out / image_rel, _png_bytes(pixels))
         anchors.save(self.out / aef_rel)
-        meta = {"footprint": [round(v, 7) for v in img.footprint], "year": year, "aef_year": anchors.year,
-                "date": str(date), "sensor": cfg.sensor, "source": str(job.path), "valid_anchors": anchors.n_valid,
+        meta = {**geo_meta, "date": str(date) if date else None, "sensor": cfg.sensor, "source": str(job.path),
+                "valid_anchors": anchors.n_valid,
                 "objects": [{"box": [round(v, 2) for v in o.box], "label": o.label, "subtype": o.subtype}
                             for o in objects],
                 "frame_objects": [{"box": list(f.box), "label": f.label, "subtype": f.subtype} for f in frame_objs]}
@@ -367,13 +403,19 @@ def merge(out) -> dict:
     _atomic_bytes(out / "manifest.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
     _atomic_bytes(out / "quarantine.jsonl", "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
     counts: dict[str, dict[str, int]] = {}
+    priors = {"full": 0, "partial": 0, "none": 0}  # records by how much of their anchor grid holds AEF vectors
+    grid = plan_file["config"].get("grid", 8)
+    nodes = grid * grid if isinstance(grid, int) else int(np.prod(grid))
     for ln in lines:
         r = json.loads(ln)
         counts.setdefault(r["task"], {}).setdefault(r["split"], 0)
         counts[r["task"]][r["split"]] += 1
+        valid = int(r["meta"].get("valid_anchors", 0))
+        priors["none" if valid == 0 else "full" if valid >= nodes else "partial"] += 1
     from .. import __version__
 
     summary = {"records": len(lines), "images": built, "quarantined": len(quarantine), "counts": counts,
+               "priors": priors,
                "config": plan_file["config"], "versions": _versions(__version__)}
     _atomic_bytes(out / "build.json", json.dumps(summary, indent=2, sort_keys=True).encode())
     return summary

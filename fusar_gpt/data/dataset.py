@@ -22,13 +22,12 @@ from PIL import Image, UnidentifiedImageError
 
 from ..geo import GeoError
 from ..geo.anchors import Anchors
+from ..geo.plain import NOT_8BIT
 
 REQUIRED = ("id", "image", "coordinate_size", "question", "answer")  # the official fields but aef
 OFFICIAL_FRAME = 504  # the authors' coordinate frame, their default when a record does not say
 IMAGE_TAG = "<image>"
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
-# Modes that are not 8 bits per channel: converting them to RGB would clip silently.
-_NOT_8BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 class ManifestError(ValueError):
@@ -198,7 +197,7 @@ def read_image(record: dict) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in _NOT_8BIT:
+            if im.mode in NOT_8BIT:
                 raise ManifestError(f"record {rid!r}: image file {path} is mode {im.mode}, not 8-bit; "
                                     f"manifest images must be model-ready 8-bit (or a GeoTIFF)")
             return im.convert("RGB")
