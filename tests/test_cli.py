@@ -359,3 +359,28 @@ def test_eval_and_ask_keep_the_other_answers_when_a_record_is_unreadable(quick_d
     assert summary["answered"] == 2 and summary["errors"] == 2
     assert main(["score", "--predictions", str(tmp_path / "a.jsonl"), "--manifest", str(manifest), "--json"]) == 0
     assert missing(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_score_takes_official_records_task_from_the_question_or_task(tmp_path, capsys):
+    """The authors' records carry no task: ours is read from the question's template, else --task decides."""
+    boxes = [{"bbox_2d": [10, 10, 50, 50], "label": "ship"}]
+    recs = [{"id": "a", "image": "x.png", "question": "<image>How many ships are in this image?", "answer": 2},
+            {"id": "b", "image": "x.png", "question": "Detect all ships in this image and output their bounding "
+                                                       "boxes in JSON.", "answer": boxes},
+            {"id": "c", "image": "x.png", "question": "Where are the vessels?", "answer": "3"}]
+    manifest = tmp_path / "official.json"
+    manifest.write_text(json.dumps(recs[:2]))
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps(p) + "\n" for p in ({"id": "a", "answer": "2"},
+                                                            {"id": "b", "answer": json.dumps(boxes)},
+                                                            {"id": "c", "answer": "3"})))
+    assert main(["score", "--predictions", str(preds), "--manifest", str(manifest), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["count"]["acc"] == 1.0 and m["detect"]["f1@0.5"] == 1.0
+    manifest.write_text(json.dumps(recs))
+    assert main(["score", "--predictions", str(preds), "--manifest", str(manifest)]) == 2
+    assert "record 'c' has no task" in capsys.readouterr().err
+    manifest.write_text(json.dumps(recs[2:]))
+    assert main(["score", "--predictions", str(preds), "--manifest", str(manifest), "--task", "count",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"]["n"] == 1

@@ -27,6 +27,8 @@ def add_parsers(sub, fmt) -> None:
                                     "records count, unanswered ones as wrong)")
     sc.add_argument("--strict", action="store_true", help="refuse prediction ids that are not in the manifest "
                                                           "(default: report and ignore them)")
+    sc.add_argument("--task", help="the task of records that carry none (the authors' manifests; default: "
+                                   "read from the question when it is one of our templates)")
     sc.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
     ev = sub.add_parser("eval", help="generate answers with a trained run, then score and write a report",
@@ -79,12 +81,32 @@ def cmd_score(args) -> int:
               + ("; refused (--strict)" if args.strict else "; ignored"), file=sys.stderr)
         if args.strict:
             return 2
+    records = _with_tasks(records, args.task, args.manifest)
     if args.split is None:  # every record of each split the predictions answer (unanswered ones count wrong)
         splits = {r.get("split") for r in records if str(r["id"]) in preds}
         records = [r for r in records if r.get("split") in splits] if splits else records
     metrics = score(records, preds)
     print(json.dumps(metrics) if args.json else metrics_table(["predictions"], [metrics]))
     return 0
+
+
+def _with_tasks(records: list, task: str | None, manifest: str) -> list:
+    """Records without a ``task`` (the authors' manifests) get ``--task`` or the one their question's template
+    names; one that neither decides is a one-line error naming it."""
+    from ..data.tasks import TASKS, task_of_question
+
+    if task is not None and task not in TASKS:
+        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+    out = []
+    for r in records:
+        if r.get("task") is None:
+            found = task or task_of_question(r["question"])
+            if found is None:
+                raise ValueError(f"{manifest}: record {r['id']!r} has no task and its question "
+                                 f"{r['question'][:60]!r} is not one of ours; give --task")
+            r = {**r, "task": found}
+        out.append(r)
+    return out
 
 
 def cmd_eval(args) -> int:

@@ -357,6 +357,27 @@ def caption_text(objects: Sequence[FrameObj], frame: int, scene: SceneInfo | Non
     return " ".join(out)
 
 
+def _template_re(template: str) -> re.Pattern:
+    parts = re.split(r"\{[a-z_]*\}", " ".join(template.lower().split()))
+    return re.compile(".+?".join(re.escape(p) for p in parts) + r"\s*")
+
+
+_TASK_TEMPLATES = {"count": COUNT_QUESTIONS, "locate": LOCATE_QUESTIONS,
+                   "classify": CLASSIFY_QUESTIONS + FINE_QUESTIONS, "detect": DETECT_QUESTIONS,
+                   "caption": CAPTION_QUESTIONS, "landcover": LANDCOVER_QUESTIONS}
+_TASK_RES = [(task, _template_re(t)) for task, ts in _TASK_TEMPLATES.items() for t in ts]
+
+
+def task_of_question(question) -> str | None:
+    """The task of a question asked with one of our templates (as ``build`` writes them), or None: what scores a
+    record that carries no ``task`` (the authors' manifests have none)."""
+    if not isinstance(question, str):
+        return None
+    q = " ".join(question.replace("<image>", " ").lower().split())
+    found = {task for task, rx in _TASK_RES if rx.fullmatch(q)}
+    return found.pop() if len(found) == 1 else None
+
+
 # ---------------------------------------------------------------- parsers of model output (lenient)
 _UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
           "seventeen eighteen nineteen").split()
