@@ -43,8 +43,8 @@ def world(tmp_path_factory):
 
 
 def _cfg(world, out, **kw):
-    return BuildConfig(images=str(world / "images"), annotations=str(world / "annotations.json"),
-                       aef=str(world / "aef"), out=str(out), frame=224, **kw)
+    kw = {"aef": str(world / "aef"), "frame": 224, **kw}
+    return BuildConfig(images=str(world / "images"), annotations=str(world / "annotations.json"), out=str(out), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -389,3 +389,34 @@ def test_png_chips_without_georeference_build_with_empty_priors_and_train(world,
     result = evaluate_run(run, tmp_path / "ds" / "manifest.jsonl", split="test", tasks=["count"], out=tmp_path / "ev",
                           progress=False, n_boot=20)
     assert result["n"] > 0 and result["unreadable"] == 0 and result["metrics"]["count"]["missing"] == 0
+
+
+def _all_files(ds: Path) -> dict[str, bytes]:
+    return {p.relative_to(ds).as_posix(): p.read_bytes() for p in sorted(ds.rglob("*"))
+            if p.is_file() and p.parent.name in ("images", "anchors")}
+
+
+def test_a_rerun_with_changed_settings_gives_what_a_fresh_build_gives(world, tmp_path):
+    """Re-running into the same --out after fixing --aef, or with another --frame or --tasks, used to reuse the
+    old parts (0 records, the old frame) while build.json claimed the new settings."""
+    from fusar_gpt.geo.aef_tiles import tile_origin, write_tile
+
+    zone, epsg, west, north = tile_origin(-60.0, -30.0, 64)  # tiles, but far from the world's sites
+    write_tile(tmp_path / "empty-aef" / "2019" / zone / "t.tiff", np.zeros((64, 64, 64), np.int8),
+               crs=f"EPSG:{epsg}", west=west, north=north, block_size=64)
+    out = tmp_path / "ds"
+    first = build(_cfg(world, out, aef=str(tmp_path / "empty-aef"), split_by="scene"), progress=False)
+    assert first["records"] == 0 and first["quarantined"] == 12
+    steps = [dict(split_by="scene"), dict(split_by="scene", frame=112), dict(split_by="scene", frame=112,
+                                                                          tasks=("count", "caption"))]
+    for k, kw in enumerate(steps):
+        again = build(_cfg(world, out, **kw), progress=False)
+        fresh = build(_cfg(world, tmp_path / f"fresh{k}", **kw), progress=False)
+        assert again["records"] == fresh["records"] > 0 and again["config"] == {**fresh["config"], "out": str(out)}
+        assert _snapshot(out) == _snapshot(tmp_path / f"fresh{k}")
+        assert _all_files(out) == _all_files(tmp_path / f"fresh{k}")
+    # --fresh starts over (same result), and an untouched re-run reuses every part
+    assert build(_cfg(world, out, fresh=True, **steps[-1]), progress=False)["records"] == fresh["records"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
+    build(_cfg(world, out, **steps[-1]), progress=False)
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}

@@ -62,6 +62,8 @@ def add_parsers(sub, fmt) -> None:
     b.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test ratios (default 0.8,0.1,0.1)")
     b.add_argument("--split-by", default="site", choices=["site", "scene"],
                    help="keep whole sites (annotation 'site' field; default) or scenes in one split")
+    b.add_argument("--fresh", action="store_true", help="start over in --out (default: reuse the images whose "
+                                                        "file, annotation and settings did not change)")
     b.add_argument("--require-geo", action="store_true", help="quarantine PNG/JPEG chips (no georeference, so "
                                                               "no anchors) instead of building them with an "
                                                               "empty prior")
@@ -124,7 +126,7 @@ def cmd_build(args) -> int:
                           stretch=_floats(args.stretch, 2, "--stretch") if args.stretch else None, seed=args.seed,
                           workers=args.workers, shard=shard, aef_index=args.aef_index,
                           landcover_ref=args.landcover_ref, sensor=args.sensor, bands=args.bands, pol=args.pol,
-                          require_geo=args.require_geo)
+                          require_geo=args.require_geo, fresh=args.fresh)
         summary = build(cfg, progress=not args.json)
     if args.json:
         print(json.dumps(summary))

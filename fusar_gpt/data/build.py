@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class BuildConfig:
     landcover_ref: str | None = None    # labelled AEF CSVs for caption terrain; default: see landcover.py
     sensor: str | None = None
     subtypes: dict[str, list[str]] | None = None  # fine classes per label; default: all seen in the annotations
+    fresh: bool = False                 # start over instead of reusing the parts whose inputs did not change
     require_geo: bool = False           # refuse PNG/JPEG chips (no georeference, so no anchors) instead of empty priors
     bands: str | None = None            # "i,q" (SLC as I and Q bands), "N", "N,M"; default: from band descriptions
     pol: str | None = None              # VV | VH | HH | HV among described bands; default the co-pol
@@ -207,6 +209,33 @@ def degenerate_reason(data: np.ndarray, mask: np.ndarray) -> str | None:
     return None
 
 
+# BuildConfig fields that do not shape an image's records (where and how fast the build runs)
+_NOT_SHAPING = ("out", "workers", "shard", "images", "fresh")
+
+
+def part_fingerprint(cfg: BuildConfig, job: Job) -> str:
+    """What an image's part was made from: its file (path, size, modification time), its annotation, its split
+    and every build setting that shapes records (AEF root and index, frame, grid, stretch, bands, tasks, classes,
+    land-cover reference, seed, ...). A part whose fingerprint differs is stale and is made again, so a re-run
+    into the same ``--out`` after fixing ``--aef`` or changing ``--frame`` gives what a fresh build gives."""
+    try:
+        st = os.stat(job.path) if job.path else None
+    except OSError:
+        st = None
+    payload = {"config": {k: v for k, v in _config_dict(cfg).items() if k not in _NOT_SHAPING},
+               "file": [job.path, st.st_size, st.st_mtime_ns] if st else [job.path, None, None],
+               "annotation": asdict(job.ann) if job.ann is not None else None, "split": job.split,
+               "problems": job.problems}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _read_part(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # missing or torn: made again
+
+
 class Worker:
     """Builds one image at a time; owns the AEF store so each process opens its tiles once."""
 
@@ -222,13 +251,21 @@ class Worker:
 
     def __call__(self, job: Job) -> dict:
         part = self.out / "parts" / f"{job.stem}.json"
-        if part.exists():
-            return json.loads(part.read_text())
+        fingerprint = part_fingerprint(self.cfg, job)
+        old = _read_part(part)
+        if old is not None and old.get("fingerprint") == fingerprint:
+            return old
+        if old is not None:  # made with other inputs or settings: its files go, then it is made again
+            for rec in old.get("records", []):
+                for key in ("image", "aef"):
+                    if rec.get(key):
+                        (self.out / rec[key]).unlink(missing_ok=True)
         try:
             result = {"records": self._records(job), "problems": []}
         except (GeoError, ValueError) as err:
             reason = " ".join(str(err).split()).replace(f"{job.path}: ", "")
             result = {"records": [], "problems": [{"image": job.name or job.path, "reason": reason}]}
+        result["fingerprint"] = fingerprint
         _atomic_bytes(part, json.dumps(result, sort_keys=True).encode())
         return result
 
@@ -362,7 +399,12 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     (out / "parts").mkdir(parents=True, exist_ok=True)
     jobs, problems = plan(cfg)
     mine = jobs if cfg.shard is None else jobs[cfg.shard[0]::cfg.shard[1]]
-    todo = [j for j in mine if not (out / "parts" / f"{j.stem}.json").exists()]
+    if cfg.fresh:  # start over: nothing of an earlier build is reused
+        for sub in ("parts", "images", "anchors"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        (out / "parts").mkdir(parents=True, exist_ok=True)
+    todo = [j for j in mine if (_read_part(out / "parts" / f"{j.stem}.json") or {}).get("fingerprint")
+            != part_fingerprint(cfg, j)]
     from tqdm import tqdm
 
     worker = Worker(cfg) if todo else None  # a bad AEF root or land-cover table fails here, once, for any --workers
