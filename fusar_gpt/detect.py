@@ -116,9 +116,20 @@ def _write_json(path: Path, obj) -> None:
     _atomic_bytes(path, json.dumps(obj).encode())
 
 
-def check_inputs(scene, out, coco, classes, tile, overlap, frame):
+MAX_TILES = 20_000  # a 10 m, 100 km Sentinel-1 scene at the 224 frame and 64 px overlap is about 3,900 tiles
+
+
+def tile_count(width: int, height: int, tile: int, overlap: int) -> int:
+    """How many tiles ``chip_windows`` makes, from the header alone."""
+    stride = tile - overlap
+    along = lambda n: 1 if n <= tile else -(-(n - tile) // stride) + 1
+    return along(width) * along(height)
+
+
+def check_inputs(scene, out, coco, classes, tile, overlap, frame, max_tiles: int = MAX_TILES):
     """Everything about a detect-scene call that can be refused before a model is loaded or a pixel read:
-    returns the class list, the tile size and the scene header."""
+    returns the class list, the tile size and the scene header. A scene that would take more than
+    ``max_tiles`` tiles is refused here (a 13 KB file can declare 100000 x 100000 pixels: 390k tiles)."""
     classes = [c.strip() for c in ([classes] if isinstance(classes, str) else classes)]
     if not classes or not all(classes) or len(set(classes)) != len(classes):
         raise ValueError(f"classes must be distinct non-empty names, got {classes}")
@@ -128,13 +139,20 @@ def check_inputs(scene, out, coco, classes, tile, overlap, frame):
     tile = int(tile or frame)
     if tile <= 0 or not 0 <= overlap < tile:
         raise ValueError(f"tile must be positive and overlap in [0, tile); got tile {tile}, overlap {overlap}")
-    return classes, tile, _scene_header(Path(scene))
+    header = _scene_header(Path(scene))
+    n = tile_count(header[0], header[1], tile, overlap)
+    if n > max_tiles:
+        from .geo.plain import InputTooLarge
+
+        raise InputTooLarge(f"{scene}: {header[0]}x{header[1]} pixels is {n} tiles of {tile} px, above the cap of "
+                            f"{max_tiles} (--max-tiles; or cut the scene, or use larger --tile)")
+    return classes, tile, header
 
 
 def detect_scene(model, settings, scene, out, *, classes=("ship", "plane"), store=None, no_aef: bool = False,
                  year: int | None = None, tile: int | None = None, overlap: int = 64, batch_size: int = 8,
                  iou: float = 0.5, coco=None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, max_tiles: int = MAX_TILES) -> dict:
     """Detect ``classes`` over a whole GeoTIFF and write a GeoJSON FeatureCollection (EPSG:4326) to ``out``
     (and a COCO file in scene pixels to ``coco``). ``tile`` (scene pixels, default the model frame) tiles
     overlap by ``overlap`` pixels; ``batch_size`` prompts (tile x class) share one ``generate`` call.
@@ -147,7 +165,7 @@ def detect_scene(model, settings, scene, out, *, classes=("ship", "plane"), stor
 
     scene, out = Path(scene), Path(out)
     classes, tile, (width, height, crs, transform, date) = check_inputs(scene, out, coco, classes, tile, overlap,
-                                                                        settings.frame)
+                                                                        settings.frame, max_tiles)
     year = year if year is not None else (date.year if date else None)
     if not no_aef:
         if store is None:

@@ -212,3 +212,27 @@ def test_nodata_tiles_are_skipped_and_a_resized_tile_maps_back(tmp_path):
     assert [f["properties"]["label"] for f in fc["features"]] == ["ship"]
     x1, y1, x2, y2 = fc["features"][0]["properties"]["bbox_px"]
     assert abs(x1 - 50) <= 1.5 and abs(x2 - 90) <= 1.5 and abs(y1 - 100) <= 1.5 and abs(y2 - 112) <= 1.5
+
+
+def test_a_scene_with_too_many_tiles_is_refused_from_its_header(tmp_path):
+    """A small sparse file declaring 100000 x 100000 pixels (390k tiles) is refused before any pixel is read;
+    the tile count is the one chip_windows makes."""
+    import time
+
+    import rasterio
+
+    from fusar_gpt.detect import check_inputs, tile_count
+    from fusar_gpt.geo.plain import InputTooLarge
+
+    path = tmp_path / "huge.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=100_000, height=100_000, count=1, dtype="float32",
+                       crs="EPSG:32631", transform=Affine(10, 0, 500000, 0, -10, 5000000), tiled=True,
+                       blockxsize=512, blockysize=512, sparse_ok=True, compress="deflate"):
+        pass
+    assert path.stat().st_size < 5_000_000
+    t = time.perf_counter()
+    with pytest.raises(InputTooLarge, match=r"100000x100000 pixels is \d+ tiles of 224 px, above the cap") as err:
+        check_inputs(path, tmp_path / "out.geojson", None, ["ship"], None, 64, 224)
+    assert time.perf_counter() - t < 5 and "\n" not in str(err.value)
+    for w, h, size, overlap in ((224, 224, 224, 64), (1000, 300, 224, 64), (5000, 4000, 504, 0), (100, 50, 224, 10)):
+        assert tile_count(w, h, size, overlap) == len(chip_windows(w, h, size, overlap))

@@ -77,6 +77,8 @@ def add_parsers(sub, fmt) -> None:
     d.add_argument("--coco", help="also write COCO detections in scene pixels here")
     d.add_argument("--tile", type=int, help="tile size in scene pixels (default: the model frame)")
     d.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (default 64)")
+    d.add_argument("--max-tiles", type=int, default=20_000, help="refuse a scene that needs more tiles than this "
+                                                                 "(default 20000: about a 40000 px square scene)")
     d.add_argument("--iou", type=float, default=0.5, help="IoU at which two boxes are one object (default 0.5)")
     d.add_argument("--batch-size", type=int, default=8, help="prompts (tile x class) per generate call")
     d.add_argument("--max-new-tokens", type=int, default=512, help="answer length limit per tile (default 512)")
@@ -198,14 +200,14 @@ def cmd_detect_scene(args) -> int:
     if not args.no_aef and not args.aef:
         raise ValueError("give --aef ROOT (the scene's place and year select the anchors), or --no-aef")
     check_inputs(args.scene, args.out, args.coco, args.classes.split(","), args.tile, args.overlap,
-                 model_settings(args.run).frame)  # bad input fails before the model loads
+                 model_settings(args.run).frame, args.max_tiles)  # bad input fails before the model loads
     store = _store(args)
     _quiet_loading(args)
     model, settings = load_model(args.run, _device(args.device))
     result = detect_scene(model, settings, args.scene, args.out, classes=args.classes.split(","), store=store,
                           no_aef=args.no_aef, year=args.year, tile=args.tile, overlap=args.overlap,
                           batch_size=args.batch_size, iou=args.iou, coco=args.coco,
-                          max_new_tokens=args.max_new_tokens, progress=not args.json)
+                          max_new_tokens=args.max_new_tokens, progress=not args.json, max_tiles=args.max_tiles)
     print(json.dumps(result) if args.json else
           f"{result['detections']} detections ({result['raw_detections']} before merging) over {result['tiles']} "
           f"tiles -> {result['out']}")
