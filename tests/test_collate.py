@@ -245,6 +245,7 @@ GOOD = {"id": "x", "image": "a.png", "aef": None, "coordinate_size": 56, "questi
     ({k: v for k, v in GOOD.items() if k != "question"}, r"m\.jsonl line 3: missing field 'question'$"),
     ({k: v for k, v in GOOD.items() if k != "image"}, r"line 3: missing field 'image'"),
     (dict(GOOD, answer=None), r"line 3: field 'answer' must be a string, got null"),
+    (dict(GOOD, question="ship? " * 5000), r"line 3: the question is 30000 characters, above the cap of 16000"),
     (dict(GOOD, coordinate_size=[56]), r"line 3: field 'coordinate_size' must be"),
     (dict(GOOD, coordinate_size=True), r"line 3: field 'coordinate_size' must be"),
     (dict(GOOD, aef=5), r"line 3: field 'aef' must be a path string or null"),

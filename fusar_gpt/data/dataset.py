@@ -25,6 +25,7 @@ from ..geo.anchors import Anchors
 from ..geo.plain import NOT_8BIT
 
 REQUIRED = ("id", "image", "coordinate_size", "question", "answer")  # the official fields but aef
+MAX_QUESTION_CHARS = 16_000  # far above any task prompt; a longer one is a broken or hostile record
 OFFICIAL_FRAME = 504  # the authors' coordinate frame, their default when a record does not say
 IMAGE_TAG = "<image>"
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -75,6 +76,9 @@ def _check_record(rec, where: str, root: Path, n: int = 0) -> dict:
     for key in ("question", "answer"):
         if not isinstance(rec[key], str):
             raise ManifestError(f"{where}: field '{key}' must be a string, got {_type(rec[key])}")
+    if len(rec["question"]) > MAX_QUESTION_CHARS:  # checked before any tokenizer sees it (50 MB aborted eval)
+        raise ManifestError(f"{where}: the question is {len(rec['question'])} characters, above the cap of "
+                            f"{MAX_QUESTION_CHARS}")
     if not isinstance(rec["image"], str) or not rec["image"]:
         raise ManifestError(f"{where}: field 'image' must be a non-empty path string, got {_type(rec['image'])}")
     aef = rec.get("aef")
