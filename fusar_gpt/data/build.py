@@ -378,19 +378,30 @@ def _run_pool(cfg: BuildConfig, todo: list, bar) -> None:
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
+    def died(err):
+        return WorkerDied(f"a build worker died ({' '.join(str(err).split()) or type(err).__name__}); finished "
+                          f"images are kept, re-run to continue")
+
     pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                initargs=(cfg,))
     try:
-        pending = {pool.submit(_run_job, j) for j in todo}
+        try:
+            pending = {pool.submit(_run_job, j) for j in todo}
+        except (BrokenProcessPool, OSError) as err:  # a worker killed while the pool starts: its pipes close
+            raise died(err) from None
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for f in done:
-                f.result()  # re-raises the worker's exception here
+                try:
+                    f.result()  # re-raises the worker's own exception (a one-line error) here
+                except BrokenProcessPool as err:
+                    raise died(err) from None
                 bar.update()
-    except BrokenProcessPool as err:
-        raise WorkerDied(f"a build worker died ({err}); finished images are kept, re-run to continue") from None
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        except OSError:  # the pipes of a dead worker; the error that matters is already on its way
+            pass
 
 
 def build(cfg: BuildConfig, progress: bool = True) -> dict:
