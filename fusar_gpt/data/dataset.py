@@ -118,19 +118,23 @@ def _as_names(value, what: str) -> set[str] | None:
     return names
 
 
+def _read_text(path: Path, error, what: str) -> str:
+    """The file as text (a UTF-8 BOM skipped); unreadable is ``error`` in one line naming the file."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise error(f"{path}: cannot read the {what}: no such {what} file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: cannot read the {what} ({' '.join(str(err).split())})") from None
+
+
 def read_jsonl(path, error=ValueError, what: str = "file"):
     """Yield ``("FILE line N", object)`` for each non-blank JSONL line; unreadable files and bad JSON
     raise ``error`` with one line naming the file (and line). Lines end at ``\n`` only (``\r\n`` too), as JSONL
     says: ``str.splitlines`` would also split at U+2028 and friends, which ``ensure_ascii=False`` writers leave
     inside strings. A UTF-8 byte-order mark (Windows editors) is skipped."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise error(f"{path}: cannot read the {what}: no such {what} file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise error(f"{path}: cannot read the {what} ({' '.join(str(err).split())})") from None
-    for n, line in enumerate(text.split("\n"), start=1):
+    for n, line in enumerate(_read_text(path, error, what).split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path} line {n}"
@@ -169,12 +173,9 @@ def _manifest_rows(path: Path):
     if path.suffix.lower() != ".json":
         yield from read_jsonl(path, ManifestError, "manifest")
         return
+    text = _read_text(path, ManifestError, "manifest")
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: cannot read the manifest: no such manifest file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{path}: cannot read the manifest ({' '.join(str(err).split())})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ManifestError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
     except RecursionError:
