@@ -322,7 +322,7 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     if board is not None:
         board.close()
     summary.update(run=str(run), steps=step, total_steps=total, finished=step == total,
-                   processes=accelerator.num_processes)
+                   processes=accelerator.num_processes, rank=accelerator.process_index)
     return summary
 
 

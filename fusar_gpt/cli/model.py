@@ -111,6 +111,8 @@ def cmd_train(args) -> int:
         overrides["train.max_steps"] = args.max_steps
     recipe = resolve_paths(load_recipe(args.recipe, overrides), out=args.out, data=args.data, init=args.init)
     summary = train(recipe, resume=args.resume, progress=not args.json)
+    if summary.get("rank", 0):  # under torchrun the main process alone reports (its lines would interleave)
+        return 0
     loss = summary.get("loss", float("nan"))
     print(json.dumps(summary) if args.json else
           f"{summary['run']}: {summary['steps']}/{summary['total_steps']} steps, loss {loss:.4f}"
