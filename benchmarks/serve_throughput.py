@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fusar_gpt.infer import Settings
+from fusar_gpt.chip import ChipSpec
 from fusar_gpt.model.backbone import load_backbone, make_backbone
 from fusar_gpt.model.fusar import FusarGPT
 from fusar_gpt.model.tlm import TLM
@@ -77,7 +77,7 @@ def run(requests: int = 32, max_batch: int = 16, max_tokens: int = 16, repeats: 
         backbone, processor = load_backbone(make_backbone(preset, tmp, seed=0))
         torch.manual_seed(0)
         model = FusarGPT(backbone, TLM(backbone.config.text_config.hidden_size), processor).eval()
-        config = ServeConfig(model_name="bench", no_auth=True, settings=Settings(frame=224, grid=8),
+        config = ServeConfig(model_name="bench", no_auth=True, chip=ChipSpec(frame=224, grid=8),
                              max_tokens=max_tokens, default_max_tokens=max_tokens, max_batch=max_batch,
                              batch_wait_ms=5.0, max_queue=4 * requests)
         app = make_app(model, config)

@@ -37,13 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     scoring.add_parsers(sub, fmt)
     infer.add_parsers(sub, fmt)
     model.add_import_official_parser(sub, fmt)
+    model.add_chip_spec_parser(sub, fmt)
     return p
 
 
 COMMANDS = {"demo": model.cmd_demo, "synth": data.cmd_synth, "build": data.cmd_build, "train": model.cmd_train,
             "eval": scoring.cmd_eval, "score": scoring.cmd_score, "compare": scoring.cmd_compare, "aef": geo.cmd_aef,
             "import-official": model.cmd_import_official, "ask": infer.cmd_ask, "detect-scene": infer.cmd_detect_scene,
-            "serve": infer.cmd_serve, "export": infer.cmd_export}
+            "serve": infer.cmd_serve, "export": infer.cmd_export, "chip-spec": model.cmd_chip_spec}
 
 
 def main(argv: list[str] | None = None) -> int:

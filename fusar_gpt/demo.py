@@ -152,8 +152,8 @@ def rebuild_base(work="runs/demo-base", target=BASE_DIR, *, settings: DemoSettin
 
     import torch
 
+    from .io_atomic import atomic_dir
     from .model.backbone import load_backbone
-    from .model.checkpoint import atomic_dir
 
     work, s = Path(work), settings
     ds = world_and_dataset(work, s, DEMO_TASKS, progress)
@@ -241,11 +241,12 @@ def aef_use(run, records: list, predictions: dict, *, batch_size: int, n_boot: i
     """How much a FUSAR-GPT run's answers depend on the anchors: the same records (the AEF-informative ones:
     landcover and coarse ship/plane questions) answered again with the anchors removed (the TLM's learned null
     prior stands in). Few changed answers mean the TLM has not learned to use AEF: the SAR alone decides."""
-    from .evaluate import load_run, predict
+    from .evaluate import predict
+    from .model.loader import load_model
     from .scoring import paired
 
-    model, _ = load_run(run)
-    without = predict(model, [dict(r, aef=None) for r in records], batch_size=batch_size, progress=False)
+    model, spec = load_model(run)
+    without = predict(model, [dict(r, aef=None) for r in records], spec=spec, batch_size=batch_size, progress=False)
     ids = [str(r["id"]) for r in records]
     changed = sum(predictions.get(i) != without[i] for i in ids)
     diffs = paired(records, predictions, without, n_boot=n_boot)
@@ -274,10 +275,11 @@ def stage1_taught(run: Path, records: list, *, batch_size: int, n_boot: int, cap
     """What stage I alone taught, before stage II: the stage-I model's landcover accuracy and the terrain words of
     its captions (the share of the reference caption's land-cover words it names too), each with the anchors and
     with them removed (the TLM's null prior stands in), paired 95% intervals of the difference."""
-    from .evaluate import load_run, predict
+    from .evaluate import predict
+    from .model.loader import load_model
     from .scoring import paired, paired_values, terrain_words
 
-    model, _ = load_run(run / "stage1")
+    model, _ = load_model(run / "stage1")
     land = [r for r in records if r["task"] == "landcover"]
     caps = [r for r in records if r["task"] == "caption" and terrain_words(r["answer"])][:captions]
     chosen = land + caps

@@ -14,14 +14,15 @@ mostly (``contain``) inside a kept box: the cut-off piece of an object another t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .chip import raster_chip, read_raster
 from .data.tasks import DETECT_QUESTIONS, parse_boxes, plural
 from .geo import GeoError
+from .io_atomic import write_json
 
 DETECT_QUESTION = DETECT_QUESTIONS[0]
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -110,12 +111,6 @@ def polygon(crs, transform, box) -> list[list[float]]:
     return ring + [ring[0]]
 
 
-def _write_json(path: Path, obj) -> None:
-    from .data.build import _atomic_bytes
-
-    _atomic_bytes(path, json.dumps(obj).encode())
-
-
 MAX_TILES = 20_000  # a 10 m, 100 km Sentinel-1 scene at the 224 frame and 64 px overlap is about 3,900 tiles
 
 
@@ -149,7 +144,7 @@ def check_inputs(scene, out, coco, classes, tile, overlap, frame, max_tiles: int
     return classes, tile, header
 
 
-def detect_scene(model, settings, scene, out, *, classes=("ship", "plane"), store=None, no_aef: bool = False,
+def detect_scene(model, spec, scene, out, *, classes=("ship", "plane"), store=None, no_aef: bool = False,
                  year: int | None = None, tile: int | None = None, overlap: int = 64, batch_size: int = 8,
                  iou: float = 0.5, coco=None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  progress: bool = False, max_tiles: int = MAX_TILES) -> dict:
@@ -159,13 +154,12 @@ def detect_scene(model, settings, scene, out, *, classes=("ship", "plane"), stor
     ``model`` is anything with FusarGPT's ``answer(images, questions, priors, max_new_tokens=...)``."""
     from tqdm import tqdm
 
-    from .geo.frame import chip_windows, read_chip, to_model_frame
-    from .geo.radiometry import to_uint8
-    from .infer import Prepared, answer
+    from .geo.frame import chip_windows
+    from .infer import answer
 
     scene, out = Path(scene), Path(out)
     classes, tile, (width, height, crs, transform, date) = check_inputs(scene, out, coco, classes, tile, overlap,
-                                                                        settings.frame, max_tiles)
+                                                                        spec.frame, max_tiles)
     year = year if year is not None else (date.year if date else None)
     if not no_aef:
         if store is None:
@@ -188,16 +182,14 @@ def detect_scene(model, settings, scene, out, *, classes=("ship", "plane"), stor
             if k not in cache:
                 chip = chips[k]
                 try:
-                    img = read_chip(scene, chip)
+                    img = read_raster(scene, spec, window=(chip.col_off, chip.row_off, chip.width, chip.height))
                 except GeoError as err:
                     if "no valid pixels" not in str(err):
                         raise
                     skipped.add(k)  # all nodata: nothing to see, nothing to ask
                     continue
-                pixels, _, fmap = to_model_frame(to_uint8(img, fixed=settings.stretch), settings.frame)
-                anchors = None if no_aef else store.sample_raster(crs, chip.transform, chip.width, chip.height,
-                                                                  int(year), grid=settings.grid)
-                cache[k] = (Prepared(pixels, anchors, f"{scene.name}#{k}"), fmap)
+                ready = raster_chip(img, spec, store=store, year=year, no_aef=no_aef, source=f"{scene.name}#{k}")
+                cache[k] = (ready, ready.frame_map)
             batch.append((k, label))
         bar.update(len(jobs[s:s + batch_size]))
         if not batch:
@@ -241,10 +233,10 @@ def detect_scene(model, settings, scene, out, *, classes=("ship", "plane"), stor
                           round(float(d.box[3] - d.box[1]), 2)],
                  "area": round(float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])), 2), "iscrowd": 0,
                  "tile": d.tile} for i, d in enumerate(merged)]
-        _write_json(Path(coco), {"images": [{"id": 1, "file_name": scene.name, "width": width, "height": height}],
+        write_json(Path(coco), {"images": [{"id": 1, "file_name": scene.name, "width": width, "height": height}],
                                  "categories": [{"id": i, "name": c} for c, i in cats.items()],
                                  "annotations": anns})
-    _write_json(out, geojson)
+    write_json(out, geojson)
     return {"scene": str(scene), "width": width, "height": height, "tiles": len(chips), "skipped_tiles": len(skipped),
             "prompts": len(jobs) - len(skipped) * len(classes), "unparsed": unparsed, "raw_detections": len(dets),
             "detections": len(merged), "out": str(out), "coco": str(coco) if coco else None}

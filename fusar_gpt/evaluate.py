@@ -9,44 +9,25 @@ answer length.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from .chip import ChipSpec, dataset_spec
+from .io_atomic import write_json, write_jsonl
+from .model.loader import load_model
+
 # enough for the canonical answers of each task (captions and box lists are the long ones)
 MAX_NEW_TOKENS = {"count": 8, "locate": 32, "classify": 12, "detect": 160, "caption": 192, "landcover": 8}
 
 
-def load_run(run, device: str = "cpu"):
-    """The FusarGPT of a run directory, in eval mode: base weights by path, TLM and adapter from the run; a
-    whole-backbone run (``trainable: backbone``) carries its own weights in RUN/model, which replace the base."""
-    import yaml
-
-    from .model.backbone import load_backbone
-    from .model.checkpoint import load_adapter, load_tlm
-    from .model.fusar import FusarGPT
-
-    run = Path(run)
-    cfg_path = run / "config.yaml"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run} is not a run directory (no config.yaml)")
-    cfg = yaml.safe_load(cfg_path.read_text())
-    weights = run / "model" if (run / "model" / "config.json").exists() else cfg["model"]["base"]
-    backbone, processor = load_backbone(weights, attn_implementation=cfg["model"].get(
-        "attn_implementation"))
-    if (run / "adapter" / "adapter_config.json").exists():
-        backbone = load_adapter(backbone, run)
-    model = FusarGPT(backbone, load_tlm(run), processor).to(device).eval()
-    return model, cfg
-
-
 @torch.no_grad()
-def predict(model, records: Sequence[dict], *, batch_size: int = 8, progress: bool = True,
-            max_new_tokens: dict | None = None, errors: dict | None = None) -> dict[str, str]:
-    """Greedy answers for manifest records (as returned by ``load_manifest``): {id: answer}. With ``errors`` (a
+def predict(model, records: Sequence[dict], *, spec: ChipSpec | None = None, batch_size: int = 8,
+            progress: bool = True, max_new_tokens: dict | None = None, errors: dict | None = None) -> dict[str, str]:
+    """Greedy answers for manifest records (as returned by ``load_manifest``): {id: answer}. GeoTIFF images named
+    by records are made into chips with ``spec`` (the model's; None = each record's frame, defaults). With ``errors`` (a
     dict), a record whose image or anchors cannot be read (missing, corrupt, 16-bit, a decompression bomb, a torn
     .npz) is left out, its one-line reason stored under its id, and every other record is answered; without it,
     the first such record raises."""
@@ -55,7 +36,7 @@ def predict(model, records: Sequence[dict], *, batch_size: int = 8, progress: bo
     from .geo import GeoError
 
     limits = {**MAX_NEW_TOKENS, **(max_new_tokens or {})}
-    data = ManifestDataset(list(records))
+    data = ManifestDataset(list(records), spec=spec)
     collate = Collator(model.processor, train=False)
     order = sorted(range(len(records)), key=lambda i: (str(records[i].get("task")), i))
     chunks = []
@@ -95,18 +76,17 @@ def predict(model, records: Sequence[dict], *, batch_size: int = 8, progress: bo
     return out
 
 
+def spec_differences(spec: ChipSpec, manifest) -> list[str]:
+    """The fields in which the dataset's build spec differs from the model's (none for official manifests)."""
+    built = dataset_spec(manifest)
+    return [] if built is None else spec.differences(built)
+
+
 def write_predictions(path, predictions: dict[str, str], errors: dict[str, str] | None = None) -> None:
     """``{"id", "answer"}`` lines, then an ``{"id", "error"}`` line per record that could not be answered (which
     ``score`` counts as unanswered, so wrong). Written under a temporary name and renamed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    lines = [json.dumps({"id": k, "answer": v}) for k, v in predictions.items()]
-    lines += [json.dumps({"id": k, "error": v}) for k, v in (errors or {}).items()]
-    try:
-        tmp.write_text("".join(ln + "\n" for ln in lines))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_jsonl(path, [{"id": k, "answer": v} for k, v in predictions.items()]
+                + [{"id": k, "error": v} for k, v in (errors or {}).items()])
 
 
 def evaluate_run(run, manifest, *, split: str | None = "test", tasks: Sequence[str] | None = None,
@@ -134,9 +114,14 @@ def evaluate_run(run, manifest, *, split: str | None = "test", tasks: Sequence[s
         raise ValueError(f"{manifest}: no records for split {split!r} and tasks {tasks}")
     out = Path(out or run)
     out.mkdir(parents=True, exist_ok=True)
-    model, _ = load_run(run)
+    model, spec = load_model(run)
+    differs = spec_differences(spec, manifest)
+    if differs:
+        print(f"eval: warning: {manifest} was built with another chip spec than {run}'s chip.json "
+              f"({'; '.join(differs)}); its GeoTIFF records are made with the model's, its PNGs are as built",
+              file=sys.stderr)
     errors: dict[str, str] = {}
-    predictions = predict(model, records, batch_size=batch_size, progress=progress, errors=errors)
+    predictions = predict(model, records, spec=spec, batch_size=batch_size, progress=progress, errors=errors)
     write_predictions(out / "predictions.jsonl", predictions, errors)
     if errors:
         first = next(iter(errors.items()))
@@ -149,10 +134,8 @@ def evaluate_run(run, manifest, *, split: str | None = "test", tasks: Sequence[s
         if train:
             baseline = score(records, majority_predictions(train, records), n_boot=n_boot)
     result = {"run": str(run), "manifest": str(manifest), "split": split, "n": len(records), "unreadable": len(errors),
-              "metrics": metrics, "majority_baseline": baseline}
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out / "metrics.json")
+              "metrics": metrics, "majority_baseline": baseline, "chip_spec_differs": differs}
+    write_json(out / "metrics.json", result, indent=2)
     write_report(out, metrics, title=f"Evaluation of {Path(run).name} on {split}", records=records,
                  predictions=predictions, baseline=baseline)
     return result

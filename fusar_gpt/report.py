@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from .data.tasks import parse_boxes, parse_label, truth_boxes
 from .geo.plain import NOT_8BIT
+from .io_atomic import atomic_path
 
 TASK_ORDER = ("count", "locate", "classify", "landcover", "detect", "caption")
 LOWER_IS_BETTER = frozenset({"mae"})
@@ -220,16 +219,8 @@ def comparison_table(names: Sequence[str], metrics: Sequence[Mapping], paired: S
 
 # ---------------------------------------------------------------- files
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def _save_text(path: Path, text: str) -> None:

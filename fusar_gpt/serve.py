@@ -49,7 +49,7 @@ class ServeConfig:
     max_batch: int = 8
     batch_wait_ms: float = 5.0
     max_queue: int = 256
-    settings: object = None                 # infer.Settings of the model
+    chip: object = None                     # the model's chip.ChipSpec (how request images become inputs)
     store: object = field(default=None, repr=False)  # AEFStore or None
 
     def check(self) -> None:
@@ -195,8 +195,8 @@ def make_app(model, config: ServeConfig):
     from starlette.exceptions import HTTPException
 
     config.check()
-    if config.settings is None:
-        raise ValueError("the server needs the model's settings (infer.model_settings of the run)")
+    if config.chip is None:
+        raise ValueError("the server needs the model's chip spec (model.loader.load_model returns it)")
     app = FastAPI(title="fusar-gpt", docs_url=None, redoc_url=None, openapi_url=None)
     batcher = Batcher(model, config.max_batch, config.batch_wait_ms / 1000, config.max_queue)
     app.state.batcher, app.state.config = batcher, config
@@ -305,14 +305,14 @@ def serve(path, config: ServeConfig, *, port: int = 8000, aef: str | None = None
     """Load the run (or exported model), check the configuration, and serve until interrupted."""
     import uvicorn
 
-    from .infer import load_model
+    from .model.loader import load_model
 
     config.check()  # before loading gigabytes of weights
     if aef:
         from .geo.aef import AEFStore
 
         config.store = AEFStore(aef, index=aef_index)
-    model, config.settings = load_model(path, device)
+    model, config.chip = load_model(path, device)
     app = make_app(model, config)
     log.info("serving %s on %s:%d", config.model_name, config.host, port)
     uvicorn.run(app, host=config.host, port=port, log_level="info", lifespan="off")

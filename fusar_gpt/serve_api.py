@@ -162,8 +162,8 @@ def under_root(name: str, root) -> Path:
 
 
 def prepare_request(req: dict, config):
-    """The request's :class:`~fusar_gpt.infer.Prepared` input (runs in a worker thread: it reads files)."""
-    from .infer import InputTooLarge, prepare
+    """The request's :class:`~fusar_gpt.chip.ModelChip` (runs in a worker thread: it reads files)."""
+    from .chip import InputTooLarge, load_chip
 
     geo = dict(req["geo"])
     if geo.get("anchors_path"):
@@ -173,9 +173,9 @@ def prepare_request(req: dict, config):
     image = req["image"]
     try:
         if "data" in image:
-            return prepare("uploaded image", config.settings, data=image["data"], store=config.store,
+            return load_chip("uploaded image", config.chip, data=image["data"], store=config.store,
                            max_pixels=config.max_image_pixels, **geo)
-        return prepare(under_root(image["path"], config.image_root), config.settings, store=config.store,
+        return load_chip(under_root(image["path"], config.image_root), config.chip, store=config.store,
                        max_pixels=config.max_image_pixels, **geo)
     except InputTooLarge as err:
         raise ApiError(413, str(err), "image_too_large") from None

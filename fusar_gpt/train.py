@@ -21,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .chip import CHIP_FILE, ChipSpec, dataset_spec, read_spec
 from .config import Recipe, RecipeError, expand, save_recipe
 from .data.collate import IGNORE_INDEX, Collator
-from .data.dataset import Conversations, ManifestDataset, load_manifest
+from .data.dataset import OFFICIAL_FRAME, Conversations, ManifestDataset, load_manifest
 from .model.checkpoint import latest_checkpoint, load_adapter, load_tlm, safe_torch_load, save_checkpoint
 from .model.fusar import FusarGPT, add_lora, set_stage
 from .model.tlm import TLM
@@ -45,11 +46,30 @@ def resolve_paths(recipe: Recipe, out: str | None = None, data: str | None = Non
             recipe.model.base, recipe.model.preset = prev["model"]["base"], None
         recipe.data.manifest = recipe.data.manifest or prev["data"]["manifest"]
     recipe.model.base = expand(recipe.model.base, "model.base")
+    if recipe.model.base and Path(recipe.model.base).is_dir():  # the run answers from any working directory
+        recipe.model.base = str(Path(recipe.model.base).resolve())
     if recipe.data.manifest is None:
         raise RecipeError("data.manifest: no dataset given (recipe, --data, or the init run's)")
     manifest = Path(recipe.data.manifest)
     recipe.data.manifest = str((manifest / "manifest.jsonl") if manifest.is_dir() else manifest)
     return recipe
+
+
+def run_spec(recipe: Recipe) -> ChipSpec:
+    """The chip spec the run's inputs were made with, for RUN/chip.json: the dataset's (build.json), else the
+    init run's, else what an official manifest implies (its records' frame; colour PNGs kept as they are)."""
+    spec = dataset_spec(recipe.data.manifest)
+    if spec is not None:
+        return spec
+    if recipe.init and (Path(recipe.init) / CHIP_FILE).is_file():
+        return read_spec(recipe.init)
+    records = load_manifest(recipe.data.manifest)
+    size = records[0]["coordinate_size"] if records else OFFICIAL_FRAME
+    frame = size if isinstance(size, int) else OFFICIAL_FRAME
+    try:
+        return ChipSpec(frame=frame, eight_bit="rgb")
+    except ValueError:  # a frame the chip path cannot make (not a multiple of 28): the authors' 504
+        return ChipSpec(frame=OFFICIAL_FRAME, eight_bit="rgb")
 
 
 def _base_dir(recipe: Recipe, progress: bool = False) -> str:
@@ -242,6 +262,7 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     model = build_model(recipe, weights_from=ckpt)
     if accelerator.is_main_process:
         save_recipe(recipe, run / "config.yaml")
+        run_spec(recipe).save(run)
     t = recipe.train
     data = ManifestDataset(recipe.data.manifest, split=recipe.data.train_split, tasks=recipe.tasks)
     if recipe.data.turns_per_image > 1:

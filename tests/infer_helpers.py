@@ -18,6 +18,7 @@ from affine import Affine
 from PIL import Image
 from rasterio.errors import NotGeoreferencedWarning
 
+from fusar_gpt.chip import ChipSpec
 from fusar_gpt.geo.aef import lonlat_to
 from fusar_gpt.geo.aef_tiles import write_tile
 from fusar_gpt.model.backbone import load_backbone
@@ -32,7 +33,7 @@ YEAR = 2024
 
 
 def make_run(root: Path, tiny_dir: Path, *, frame: int = 224, grid: int = 4, stretch=None, seed: int = 0) -> Path:
-    """``root/run`` (config.yaml, tlm.*, adapter/) and ``root/ds/build.json`` holding the inference settings.
+    """``root/run`` (config.yaml, chip.json, tlm.*, adapter/), as ``train`` leaves it, and ``root/ds/build.json``.
 
     A fresh LoRA is the identity and a fresh TLM nearly so; both get random weights here, so that merging
     or dropping either one, or losing the priors, changes what the model says."""
@@ -52,6 +53,7 @@ def make_run(root: Path, tiny_dir: Path, *, frame: int = 224, grid: int = 4, str
     (ds / "manifest.jsonl").write_text("")
     save_tlm(model.tlm, run)
     save_adapter(model.backbone, run)
+    ChipSpec(frame=frame, grid=grid, stretch=tuple(stretch) if stretch else None).save(run)
     (run / "config.yaml").write_text(yaml.safe_dump({"model": {"base": str(tiny_dir), "attn_implementation": "sdpa"},
                                                      "data": {"manifest": str(ds / "manifest.jsonl")}}))
     return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def test_help_lists_exactly_the_working_commands(capsys):
         assert exit_info.value.code == 0
         assert "examples:" in capsys.readouterr().out
     assert set(COMMANDS) == {"demo", "synth", "build", "train", "eval", "score", "compare", "aef", "import-official",
-                             "ask", "detect-scene", "serve", "export"}
+                             "ask", "detect-scene", "serve", "export", "chip-spec"}
 
 
 def test_console_script_entry_point_runs():
@@ -95,14 +96,15 @@ def test_quick_demo_runs_the_whole_pipeline(quick_demo):
 def test_aef_use_answers_again_without_the_anchors(quick_demo):
     from fusar_gpt.data.dataset import load_manifest
     from fusar_gpt.demo import aef_use
-    from fusar_gpt.evaluate import load_run, predict
+    from fusar_gpt.evaluate import predict
+    from fusar_gpt.model.loader import load_model
 
     out, summary = quick_demo
     assert summary["aef_use"] is None or summary["aef_use"]["changed"] <= summary["aef_use"]["n"]
     run = out / "fusar-gpt" / "stage2"
     records = [r for r in load_manifest(out / "dataset" / "manifest.jsonl", tasks=["classify"]) if r["aef"]][:6]
     assert records
-    model, _ = load_run(run)
+    model, _ = load_model(run)
     bare = predict(model, [dict(r, aef=None) for r in records], batch_size=8, progress=False)
     # answers equal to the anchor-free ones: nothing changed, and the note says the SAR alone decides
     lines, fig = aef_use(run, records, bare, batch_size=8, n_boot=50)
@@ -384,3 +386,20 @@ def test_score_takes_official_records_task_from_the_question_or_task(tmp_path, c
     assert main(["score", "--predictions", str(preds), "--manifest", str(manifest), "--task", "count",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"]["n"] == 1
+
+
+def test_eval_warns_naming_the_fields_when_the_dataset_was_built_with_another_chip_spec(quick_demo, tmp_path,
+                                                                                         capsys):
+    out, _ = quick_demo
+    run = out / "fusar-gpt" / "stage2"
+    assert (run / "chip.json").exists()  # train put the dataset's spec into the run
+    ds = tmp_path / "ds"
+    shutil.copytree(out / "dataset", ds)
+    summary = json.loads((ds / "build.json").read_text())
+    summary["chip"]["stretch"] = [-30.0, 0.0]
+    (ds / "build.json").write_text(json.dumps(summary))
+    assert main(["eval", "--run", str(run), "--manifest", str(ds), "--limit", "2", "--out", str(tmp_path / "ev"),
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "another chip spec" in captured.err and "stretch: None != [-30.0, 0.0]" in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["chip_spec_differs"] == ["stretch: None != [-30.0, 0.0]"]

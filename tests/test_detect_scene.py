@@ -13,15 +13,15 @@ from affine import Affine
 from pyproj import Transformer
 
 from fusar_gpt.__main__ import main
+from fusar_gpt.chip import ChipSpec
 from fusar_gpt.detect import Detection, detect_scene, merge
 from fusar_gpt.geo.frame import chip_windows
-from fusar_gpt.infer import Settings
 
 from .infer_helpers import EPSG, NORTH, WEST, make_aef, make_run, write_scene
 
 PIXEL = 2.0
 SHIP_DB, PLANE_DB = 10.0, 0.0     # with the fixed -25..5 dB stretch: ships 255, planes 212, sea 25..110
-SETTINGS = Settings(frame=504, grid=4, stretch=(-25.0, 5.0))
+SETTINGS = ChipSpec(frame=504, grid=4, stretch=(-25.0, 5.0))
 
 
 def _rotated_transform(deg: float = 7.0) -> Affine:
@@ -205,7 +205,7 @@ def test_nodata_tiles_are_skipped_and_a_resized_tile_maps_back(tmp_path):
     db[100:112, 50:90] = SHIP_DB
     path = write_scene(tmp_path / "half_20240501.tif", db, transform=_rotated_transform(0.0), nodata=-9999.0)
     double = TruthDouble()
-    s = detect_scene(double, Settings(frame=224, grid=4, stretch=(-25.0, 5.0)), path, tmp_path / "d.geojson",
+    s = detect_scene(double, ChipSpec(frame=224, grid=4, stretch=(-25.0, 5.0)), path, tmp_path / "d.geojson",
                      classes="ship", no_aef=True, tile=300, overlap=0)
     assert s["tiles"] == 3 and s["skipped_tiles"] == 1 and s["prompts"] == 2 and sum(double.batches) == 2
     fc = json.loads((tmp_path / "d.geojson").read_text())

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from fusar_gpt.__main__ import main
-from fusar_gpt.infer import Settings, answer, load_model, prepare
+from fusar_gpt.chip import ChipSpec, load_chip, read_spec
+from fusar_gpt.infer import answer
 from fusar_gpt.model.backbone import load_backbone
 from fusar_gpt.model.export import export_run
 from fusar_gpt.model.fusar import FusarGPT, Priors, build_inputs
+from fusar_gpt.model.loader import load_model
 from fusar_gpt.serve import BackgroundServer, ServeConfig, make_app
 
 from .infer_helpers import chat_body, data_url, make_run, noise_image, request
@@ -42,11 +44,11 @@ def _inputs(settings, n=6):
 
 def test_layout_merged_lora_and_settings(exported):
     out = exported["out"]
-    assert {"config.json", "tlm.safetensors", "tlm.json", "export.json", "tokenizer.json"} <= {
+    assert {"config.json", "tlm.safetensors", "tlm.json", "export.json", "chip.json", "tokenizer.json"} <= {
         p.name for p in out.iterdir()}
     assert not (out / "adapter").exists() and not list(out.glob(".*"))
     assert exported["info"]["lora_merged"] is True
-    assert exported["info"]["settings"] == {"frame": 224, "grid": 4, "stretch": [-25.0, 5.0]}
+    assert read_spec(out).to_dict() == {**ChipSpec().to_dict(), "frame": 224, "grid": 4, "stretch": [-25.0, 5.0]}
     backbone, _ = load_backbone(out)  # a plain Qwen2.5-VL directory: no LoRA tensors left
     assert not any("lora_" in n for n, _ in backbone.named_parameters())
 
@@ -55,7 +57,7 @@ def test_layout_merged_lora_and_settings(exported):
 def test_exported_model_answers_exactly_as_the_run(exported):
     run_model, run_settings = load_model(exported["run"])
     exp_model, exp_settings = load_model(exported["out"])
-    assert exp_settings == run_settings == Settings(frame=224, grid=4, stretch=(-25.0, 5.0))
+    assert exp_settings == run_settings == ChipSpec(frame=224, grid=4, stretch=(-25.0, 5.0))
     items = _inputs(run_settings)
     images = [im for im, _ in items]
     priors = Priors.stack([a for _, a in items])
@@ -87,10 +89,10 @@ def test_ask_and_serve_load_the_export(exported, tmp_path, capsys):
                  "--json"]) == 0
     got = json.loads(capsys.readouterr().out)["answer"]
     run_model, settings = load_model(exported["run"])
-    want = answer(run_model, [prepare(png, settings, no_aef=True)], [QUESTIONS[0]], max_new_tokens=10)[0]
+    want = answer(run_model, [load_chip(png, settings, no_aef=True)], [QUESTIONS[0]], max_new_tokens=10)[0]
     assert got == want
     model, settings = load_model(exported["out"])
-    app = make_app(model, ServeConfig(model_name="exp", api_key="k", settings=settings))
+    app = make_app(model, ServeConfig(model_name="exp", api_key="k", chip=settings))
     try:
         with BackgroundServer(app) as port:
             status, body, _ = request(port, body={**chat_body(data_url(noise_image(9)), no_aef=True, max_tokens=10),

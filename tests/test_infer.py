@@ -11,13 +11,15 @@ import torch
 from PIL import Image
 
 from fusar_gpt.__main__ import main
+from fusar_gpt.chip import ChipSpec, load_chip, read_spec
 from fusar_gpt.geo.aef import AEFStore
 from fusar_gpt.geo.anchors import Anchors
 from fusar_gpt.geo.frame import to_model_frame
 from fusar_gpt.geo.radiometry import to_uint8
 from fusar_gpt.geo.raster import read_sar
-from fusar_gpt.infer import Settings, ask, ask_folder, load_model, model_settings, prepare
+from fusar_gpt.infer import ask, ask_folder
 from fusar_gpt.model.fusar import Priors
+from fusar_gpt.model.loader import load_model
 
 from .infer_helpers import YEAR, Spy, lonlat_scene, make_aef, make_run, utm_scene
 
@@ -60,7 +62,7 @@ def _png(path, arr):
 
 
 def test_settings_come_from_the_runs_dataset(world):
-    assert model_settings(world["run"]) == Settings(frame=224, grid=4, stretch=None)
+    assert read_spec(world["run"]) == ChipSpec(frame=224, grid=4, stretch=None)
 
 
 def test_geotiff_answer_equals_the_direct_model_call(world, loaded):
@@ -97,7 +99,7 @@ def test_png_plus_bbox_and_year_equals_the_geotiff_and_the_direct_call(world, lo
     assert from_png["answer"] == from_tif["answer"] == direct
     assert from_png["aef_year"] == from_tif["aef_year"] == YEAR
     # north-up lon/lat GeoTIFF: its pixel-grid anchors are the bbox anchors, to float precision
-    a_tif = prepare(world["geo"], settings, store=store).anchors
+    a_tif = load_chip(world["geo"], settings, store=store).anchors
     np.testing.assert_allclose(spy.calls[0]["priors"].features[0].numpy(), a_tif.features, atol=1e-6)
 
 
@@ -119,7 +121,7 @@ def test_anchors_file_and_no_aef(world, loaded, tmp_path):
     # multi-year anchor files give the asked year
     two = Anchors(np.stack([anchors.features, -anchors.features]), anchors.positions,
                   np.stack([anchors.mask, anchors.mask]), years=np.array([2023, 2024]))
-    assert prepare(png, settings, anchors=two, year=2023).anchors.year == 2023
+    assert load_chip(png, settings, anchors=two, year=2023).anchors.year == 2023
 
 
 @pytest.mark.parametrize("geo, needle", [
@@ -133,7 +135,7 @@ def test_missing_geo_is_one_clear_error(loaded, tmp_path, geo, needle):
     png = _png(tmp_path / "p.png", np.zeros((64, 64), np.uint8))
     geo = {k: (store if v == "STORE" else v) for k, v in geo.items()}
     with pytest.raises(ValueError, match=needle):
-        prepare(png, settings, **geo)
+        load_chip(png, settings, **geo)
 
 
 def test_folder_is_answered_in_batches_with_per_image_errors(world, loaded, tmp_path):

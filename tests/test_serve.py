@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from fusar_gpt.__main__ import main
+from fusar_gpt.chip import load_chip
 from fusar_gpt.geo.aef import AEFStore
-from fusar_gpt.infer import load_model, prepare
 from fusar_gpt.model.fusar import Priors
+from fusar_gpt.model.loader import load_model
 from fusar_gpt.serve import BackgroundServer, ServeConfig, make_app
 
 from .infer_helpers import (
@@ -46,7 +47,7 @@ def world(tmp_path_factory, tiny_dir):
     os.symlink(root / "outside.png", images / "sneaky.png")
     model, settings = load_model(run)
     store = AEFStore(make_aef(root / "aef"), cache_dir=False)
-    config = ServeConfig(model_name="tiny-run", api_key=KEY, image_root=str(images), settings=settings, store=store,
+    config = ServeConfig(model_name="tiny-run", api_key=KEY, image_root=str(images), chip=settings, store=store,
                          max_body_bytes=2 * 2**20, max_image_pixels=600 * 600, max_tokens=64, default_max_tokens=16,
                          max_batch=8, batch_wait_ms=20)
     app = make_app(model, config)
@@ -80,13 +81,13 @@ def test_answer_equals_direct_generate_for_every_geo_source(world):
     png = noise_image(7)
     status, body, _ = request(port, body=chat_body(data_url(png), bbox=list(world["bbox"]), year=YEAR))
     assert status == 200, body
-    item = prepare("x.png", s, data=png_bytes(png), store=store, bbox=world["bbox"], year=YEAR)
+    item = load_chip("x.png", s, data=png_bytes(png), store=store, bbox=world["bbox"], year=YEAR)
     assert item.anchors.n_valid == 16
     assert body["choices"][0]["message"] == {"role": "assistant", "content": direct(world, item)}
     assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] <= 16
     # a GeoTIFF named by path under the image root: place and year read from the file
     status, body, _ = request(port, body=chat_body("utm_20240501.tif", max_tokens=10))
-    want = direct(world, prepare(world["utm"], s, store=store), max_tokens=10)
+    want = direct(world, load_chip(world["utm"], s, store=store), max_tokens=10)
     assert status == 200 and body["choices"][0]["message"]["content"] == want
     # the same GeoTIFF uploaded as base64 (whatever MIME type the client claims): same place, year and answer
     tif = "data:application/octet-stream;base64," + base64.b64encode(world["utm"].read_bytes()).decode()
@@ -99,7 +100,7 @@ def test_answer_equals_direct_generate_for_every_geo_source(world):
     status, body, _ = request(port, body=chat_body(data_url(png), anchors=anchors))
     assert status == 200 and body["choices"][0]["message"]["content"] == direct(world, item)
     status, body, _ = request(port, body=chat_body("file://" + str(world["images"] / "chip.png"), no_aef=True))
-    item = prepare(world["images"] / "chip.png", s, no_aef=True)
+    item = load_chip(world["images"] / "chip.png", s, no_aef=True)
     assert status == 200 and body["choices"][0]["message"]["content"] == direct(world, item)
 
 
@@ -110,7 +111,7 @@ def test_fifty_concurrent_requests_share_generate_calls(world):
         cases.append((k % 10, ["How many ships are in this image?", "Where are the planes?"][k % 2], [6, 11][k // 25]))
     want = {}
     for seed, q, n in set(cases):
-        want[(seed, q, n)] = direct(world, prepare("x.png", s, data=png_bytes(noise_image(100 + seed)), no_aef=True),
+        want[(seed, q, n)] = direct(world, load_chip("x.png", s, data=png_bytes(noise_image(100 + seed)), no_aef=True),
                                     q, n)
     assert len(set(want.values())) > 10  # the answers tell the requests apart: a mix-up would show
     before = world["app"].state.batcher.generate_calls
@@ -183,7 +184,7 @@ def test_missing_file_under_the_root_is_400(world):
 
 
 def test_request_timeout_is_504(world):
-    config = ServeConfig(model_name="tiny-run", api_key=KEY, settings=world["settings"], timeout_s=0.02,
+    config = ServeConfig(model_name="tiny-run", api_key=KEY, chip=world["settings"], timeout_s=0.02,
                          default_max_tokens=16, max_tokens=64)
     app = make_app(world["model"], config)
     try:

@@ -235,9 +235,9 @@ def test_stage0_trains_the_whole_backbone_in_conversations_resumes_exactly_and_f
     changed = _changed({n: start[n] for n in after}, after)
     assert any(".visual." in n for n in changed) and any("language_model" in n for n in changed)
     # evaluating the run uses its trained weights (RUN/model), not the warmed-up base it started from
-    from fusar_gpt.evaluate import load_run
+    from fusar_gpt.model.loader import load_model
 
-    evaluated = dict(load_run(tmp_path / "s0")[0].named_parameters())
+    evaluated = dict(load_model(tmp_path / "s0")[0].named_parameters())
     assert all(torch.equal(evaluated[n], after[n]) for n in changed)
     # one image's records ride in one conversation: fewer sequences per epoch than records
     log = [json.loads(ln) for ln in (tmp_path / "s0" / "log.jsonl").read_text().splitlines()]

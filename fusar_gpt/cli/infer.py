@@ -23,7 +23,7 @@ EXAMPLES = {
   fusar-gpt serve exported/ --aef /data/aef --host 0.0.0.0 --port 8000 --api-key secret --max-batch 16
   fusar-gpt serve runs/s2 --no-auth --no-aef-store      # loopback only, for local experiments""",
     "export": """examples:
-  fusar-gpt export runs/s2 --merge exported/          # LoRA merged, TLM beside it, settings in export.json
+  fusar-gpt export runs/s2 --merge exported/          # LoRA merged, TLM and chip.json beside it
   fusar-gpt export runs/s2 --merge exported-bf16/ --dtype bfloat16""",
 }
 
@@ -111,7 +111,8 @@ def add_parsers(sub, fmt) -> None:
 
     e = sub.add_parser("export", help="standalone model directory: LoRA merged, TLM beside it",
                        description="Merge the run's LoRA into the backbone and write a plain Qwen2.5-VL directory "
-                                   "with tlm.safetensors/tlm.json and export.json (settings) beside the weights; "
+                                   "with tlm.safetensors/tlm.json, chip.json (how inputs are made) and "
+                                   "export.json beside the weights; "
                                    "ask, detect-scene and serve load it like a run.",
                        epilog=EXAMPLES["export"], formatter_class=fmt)
     e.add_argument("run", help="run directory")
@@ -145,10 +146,12 @@ def _quiet_loading(args) -> None:
 
 def cmd_ask(args) -> int:
     from .. import infer
+    from ..chip import load_chip
     from ..geo import check_bbox
+    from ..model.loader import check_model_dir, load_model
 
     _check_geo(args)
-    infer.check_model_dir(args.run)
+    spec = check_model_dir(args.run)
     src = Path(args.image)
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise ValueError("--max-new-tokens and --batch-size must be positive")
@@ -168,16 +171,15 @@ def cmd_ask(args) -> int:
     if src.is_dir():
         infer.list_images(src)  # an empty folder fails before the model loads
     store = _store(args)
-    item = None if many else infer.prepare(src, infer.model_settings(args.run), store=store, bbox=bbox,
-                                           year=args.year, anchors=args.anchors,
-                                           no_aef=args.no_aef)  # bad input fails before any weight loads
+    item = None if many else load_chip(src, spec, store=store, bbox=bbox, year=args.year, anchors=args.anchors,
+                                       no_aef=args.no_aef)  # bad input fails before any weight loads
     _quiet_loading(args)
-    model, settings = infer.load_model(args.run, _device(args.device))
+    model, spec = load_model(args.run, _device(args.device))
     if manifest:
-        result = infer.ask_manifest(model, src, args.out, split=args.split, batch_size=args.batch_size,
+        result = infer.ask_manifest(model, src, args.out, spec=spec, split=args.split, batch_size=args.batch_size,
                                     progress=not args.json)
     elif src.is_dir():
-        result = infer.ask_folder(model, settings, src, args.question, args.out, store=store, year=args.year,
+        result = infer.ask_folder(model, spec, src, args.question, args.out, store=store, year=args.year,
                                   no_aef=args.no_aef, batch_size=args.batch_size,
                                   max_new_tokens=args.max_new_tokens, progress=not args.json)
     else:
@@ -191,20 +193,20 @@ def cmd_ask(args) -> int:
 
 def cmd_detect_scene(args) -> int:
     from ..detect import check_inputs, detect_scene
-    from ..infer import check_model_dir, load_model, model_settings
+    from ..model.loader import check_model_dir, load_model
 
     _check_geo(args)
-    check_model_dir(args.run)
+    spec = check_model_dir(args.run)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be positive")
     if not args.no_aef and not args.aef:
         raise ValueError("give --aef ROOT (the scene's place and year select the anchors), or --no-aef")
     check_inputs(args.scene, args.out, args.coco, args.classes.split(","), args.tile, args.overlap,
-                 model_settings(args.run).frame, args.max_tiles)  # bad input fails before the model loads
+                 spec.frame, args.max_tiles)  # bad input fails before the model loads
     store = _store(args)
     _quiet_loading(args)
-    model, settings = load_model(args.run, _device(args.device))
-    result = detect_scene(model, settings, args.scene, args.out, classes=args.classes.split(","), store=store,
+    model, spec = load_model(args.run, _device(args.device))
+    result = detect_scene(model, spec, args.scene, args.out, classes=args.classes.split(","), store=store,
                           no_aef=args.no_aef, year=args.year, tile=args.tile, overlap=args.overlap,
                           batch_size=args.batch_size, iou=args.iou, coco=args.coco,
                           max_new_tokens=args.max_new_tokens, progress=not args.json, max_tiles=args.max_tiles)
@@ -215,7 +217,7 @@ def cmd_detect_scene(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ..infer import check_model_dir
+    from ..model.loader import check_model_dir
     from ..serve import API_KEY_ENV, ServeConfig, serve
 
     if not args.aef and not args.no_aef_store:
@@ -238,11 +240,12 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from ..chip import read_spec
     from ..model.export import export_run
 
     _quiet_loading(args)
     info = export_run(args.run, args.merge, dtype=args.dtype)
-    print(json.dumps(info) if args.json else
-          f"exported {args.run} -> {args.merge} (LoRA {'merged' if info['lora_merged'] else 'none'}, frame "
-          f"{info['settings']['frame']})")
+    frame = read_spec(args.merge).frame
+    print(json.dumps({**info, "frame": frame}) if args.json else
+          f"exported {args.run} -> {args.merge} (LoRA {'merged' if info['lora_merged'] else 'none'}, frame {frame})")
     return 0

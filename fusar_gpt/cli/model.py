@@ -1,4 +1,4 @@
-"""``fusar-gpt demo``, ``train`` and ``import-official``: the commands that train or load a model."""
+"""``fusar-gpt demo``, ``train``, ``import-official``, ``chip-spec``: commands that train, load or describe a model."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ EXAMPLES = {
       configs/qwen2.5-vl-7b/stage1.yaml --data ds/ --out runs/7b-s1                # several GPUs""",
     "import-official": """examples:
   fusar-gpt import-official checkpoints/stage2/detection --out runs/official-det
-  fusar-gpt import-official old_ckpt --out runs/legacy --sigma 2   # legacy dir without tlm_config.json""",
+  fusar-gpt import-official old_ckpt --out runs/legacy --sigma 2   # legacy dir without tlm_config.json
+  fusar-gpt import-official ckpt --out runs/official --frame 504     # the frame its inputs are made at""",
+    "chip-spec": """examples:
+  fusar-gpt chip-spec runs/s2                              # show how the model's inputs are made
+  fusar-gpt chip-spec runs/old-run --dataset ds/           # add chip.json from the dataset it was trained on
+  fusar-gpt chip-spec runs/imported --frame 504 --eight-bit rgb   # an imported official checkpoint
+  fusar-gpt chip-spec runs/s2 --frame 224 --stretch -25,5 --force # replace it (changes every answer)""",
 }
 
 
@@ -69,7 +75,30 @@ def add_import_official_parser(sub, fmt) -> None:
     i.add_argument("--sigma", type=float, help="Gaussian sigma; required for legacy dirs without tlm_config.json")
     i.add_argument("--missing", default="identity", choices=["identity", "null", "error"],
                    help="policy for images with no valid anchor (default: identity)")
+    i.add_argument("--frame", type=int, help="model frame of its inputs, written to chip.json (default: the "
+                                             "checkpoint's image_size, 504)")
     i.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def add_chip_spec_parser(sub, fmt) -> None:
+    c = sub.add_parser("chip-spec", help="show or set how a model's inputs are made (MODEL/chip.json)",
+                       description="A model directory's chip.json (frame, anchor grid, AEF sampling, dB stretch, "
+                                   "bands/polarisation, year policy, 8-bit mode) is how ask, detect-scene, serve "
+                                   "and eval make its inputs. train and export write it; this command shows it, or "
+                                   "adds it to a directory that lacks one.",
+                       epilog=EXAMPLES["chip-spec"], formatter_class=fmt)
+    c.add_argument("model", help="run, export or imported-checkpoint directory")
+    c.add_argument("--dataset", help="take the spec from this dataset's build.json")
+    c.add_argument("--frame", type=int, help="model frame in pixels (a multiple of 28)")
+    c.add_argument("--grid", type=int, default=8, help="anchor grid side (default 8)")
+    c.add_argument("--sampling", default="point", choices=["point", "mean"], help="AEF sampling (default point)")
+    c.add_argument("--stretch", help="fixed dB range LOW,HIGH (default: each image's 2-98 %% percentiles)")
+    c.add_argument("--bands", help="band choice as in build --bands (i,q | N | N,M)")
+    c.add_argument("--pol", choices=["VV", "VH", "HH", "HV"], help="polarisation as in build --pol")
+    c.add_argument("--eight-bit", default="gray", choices=["gray", "rgb"],
+                   help="PNG/JPEG inputs: one grey channel (as build writes them) or colour as is (default gray)")
+    c.add_argument("--force", action="store_true", help="replace an existing chip.json")
+    c.add_argument("--json", action="store_true", help="print the spec as JSON")
 
 
 def cmd_demo(args) -> int:
@@ -123,11 +152,47 @@ def cmd_train(args) -> int:
 def cmd_import_official(args) -> int:
     from ..model.checkpoint import import_official, load_tlm
 
-    run = import_official(args.src, args.out, sigma=args.sigma, missing=args.missing)
+    run = import_official(args.src, args.out, sigma=args.sigma, missing=args.missing, frame=args.frame)
     tlm = load_tlm(run)
     info = {"run": str(run), "hidden_size": tlm.hidden_size, "sigma": tlm.sigma,
             "adapter": (run / "adapter").exists()}
     print(json.dumps(info) if args.json else
           f"imported {args.src} -> {run} (hidden size {tlm.hidden_size}, sigma {tlm.sigma}, "
           f"adapter {'yes' if info['adapter'] else 'no'})")
+    return 0
+
+
+def cmd_chip_spec(args) -> int:
+    from pathlib import Path
+
+    from ..chip import CHIP_FILE, ChipSpec, dataset_spec, read_spec
+
+    folder = Path(args.model)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such model directory")
+    if args.dataset and args.frame is not None:
+        raise ValueError("--dataset and --frame contradict each other: give one")
+    if args.dataset is None and args.frame is None:
+        spec = read_spec(folder)
+    else:
+        if (folder / CHIP_FILE).exists() and not args.force:
+            raise ValueError(f"{folder / CHIP_FILE} exists; --force replaces it (and changes the model's inputs)")
+        if args.dataset:
+            spec = dataset_spec(args.dataset)
+            if spec is None:
+                raise FileNotFoundError(f"{args.dataset}: no build.json (only a dataset made by fusar-gpt build "
+                                        f"records its chip spec; give --frame instead)")
+        else:
+            stretch = None
+            if args.stretch:
+                try:
+                    stretch = tuple(float(v) for v in args.stretch.split(","))
+                except ValueError:
+                    raise ValueError(f"--stretch {args.stretch!r}: expected LOW,HIGH in dB") from None
+            spec = ChipSpec.from_dict({"frame": args.frame, "grid": args.grid, "sampling": args.sampling,
+                                       "stretch": stretch, "bands": args.bands, "pol": args.pol,
+                                       "eight_bit": args.eight_bit}, "chip-spec")
+        spec.save(folder)
+    print(json.dumps(spec.to_dict()) if args.json else
+          "\n".join(f"{k}: {v}" for k, v in spec.to_dict().items()))
     return 0

@@ -20,8 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..chip import ChipSpec, ModelChip, pixels_chip, raster_chip, read_raster
 from ..geo import GeoError
-from ..geo.plain import PLAIN_SUFFIXES
+from ..geo.aef import grid_positions
+from ..geo.anchors import Anchors
+from ..geo.plain import PLAIN_SUFFIXES, read_plain, to_gray
+from ..geo.raster import DEFAULT_MAX_PIXELS
+from ..io_atomic import write_bytes
 from .annotations import ImageAnnotations, Problem, read_annotations, validate_objects
 from .tasks import PAPER_TASKS, TASKS, FrameObj, SceneInfo, build_qa
 
@@ -67,6 +72,11 @@ class BuildConfig:
             raise ValueError(f"split_by must be 'site' or 'scene', got {self.split_by!r}")
         if self.shard is not None and not (0 <= self.shard[0] < self.shard[1]):
             raise ValueError(f"--shard must be i/n with 0 <= i < n, got {self.shard}")
+        self.chip_spec()  # a bad grid or stretch fails here, before any image is read
+
+    def chip_spec(self) -> ChipSpec:
+        """How this build makes its chips; recorded in build.json and carried by every run trained on it."""
+        return ChipSpec(frame=self.frame, grid=self.grid, stretch=self.stretch, bands=self.bands, pol=self.pol)
 
 
 @dataclass
@@ -170,16 +180,8 @@ def plan(cfg: BuildConfig) -> tuple[list[Job], list[Problem]]:
     return jobs, problems
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling: readers see the old file or the whole new one, and
-    a failed write leaves nothing behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _boxes(objects) -> np.ndarray:
+    return np.array([o.box for o in objects], float).reshape(-1, 4)
 
 
 def _png_bytes(pixels: np.ndarray) -> bytes:
@@ -244,6 +246,7 @@ class Worker:
         from .landcover import LandcoverReference, default_reference
 
         self.cfg = cfg
+        self.spec = cfg.chip_spec()
         self.out = Path(cfg.out)
         self.store = AEFStore(cfg.aef, index=cfg.aef_index)
         self.landcover = (LandcoverReference.from_csv(cfg.landcover_ref) if cfg.landcover_ref
@@ -266,19 +269,15 @@ class Worker:
             reason = " ".join(str(err).split()).replace(f"{job.path}: ", "")
             result = {"records": [], "problems": [{"image": job.name or job.path, "reason": reason}]}
         result["fingerprint"] = fingerprint
-        _atomic_bytes(part, json.dumps(result, sort_keys=True).encode())
+        write_bytes(part, json.dumps(result, sort_keys=True).encode())
         return result
 
     def _records(self, job: Job) -> list[dict]:
-        from ..geo.radiometry import to_uint8
-        from ..geo.raster import read_sar
-
         if job.problems:
             raise ValueError("; ".join(job.problems))
-        cfg = self.cfg
         if Path(job.path).suffix.lower() in PLAIN_SUFFIXES:
             return self._plain_records(job)
-        img = read_sar(job.path, bands=cfg.bands, pol=cfg.pol)
+        img = read_raster(job.path, self.spec)
         degenerate = degenerate_reason(img.data, img.mask)
         if degenerate:
             raise ValueError(degenerate)
@@ -291,19 +290,13 @@ class Worker:
         year = int(str(date)[:4])
         if not self.store.has_tiles(img.footprint, year):
             raise ValueError(f"no AEF tile covers its footprint {tuple(round(v, 5) for v in img.footprint)}")
-        anchors = self.store.sample_raster(img.crs, img.transform, img.width, img.height, year, grid=cfg.grid)
-        return self._finish(job, to_uint8(img, fixed=cfg.stretch), objects, anchors, date,
-                            {"footprint": [round(v, 7) for v in img.footprint], "year": year,
-                             "aef_year": anchors.year})
+        chip = raster_chip(img, self.spec, store=self.store, year=year, boxes=_boxes(objects))
+        return self._finish(job, chip, objects, date, {"footprint": [round(v, 7) for v in img.footprint],
+                                                       "year": year, "aef_year": chip.anchors.year})
 
     def _plain_records(self, job: Job) -> list[dict]:
         """A PNG/JPEG chip (most public SAR detection sets): its 8-bit pixels as they are, no georeference, so an
         empty prior (every anchor invalid: the model's missing-prior policy applies) and ``meta.geo`` null."""
-        from ..geo.aef import grid_positions
-        from ..geo.anchors import Anchors
-        from ..geo.plain import read_plain, to_gray
-        from ..geo.raster import DEFAULT_MAX_PIXELS
-
         if self.cfg.require_geo:
             raise ValueError("a PNG/JPEG chip has no georeference, so no anchors (--require-geo)")
         pixels = to_gray(read_plain(job.path, Path(job.path).name, DEFAULT_MAX_PIXELS))
@@ -314,19 +307,17 @@ class Worker:
         objects, reason = validate_objects(job.ann.objects, w, h)
         if reason:
             raise ValueError(reason)
-        pos = grid_positions(self.cfg.grid).astype(np.float32)
+        pos = grid_positions(self.spec.grid).astype(np.float32)
         empty = Anchors(np.full((len(pos), 64), np.nan, np.float32), pos, np.zeros(len(pos), bool))
+        chip = pixels_chip(pixels, self.spec, source=str(job.path), prior=empty, boxes=_boxes(objects))
         date = job.ann.extra.get("date")
-        return self._finish(job, pixels, objects, empty, str(date) if date else None,
+        return self._finish(job, chip, objects, str(date) if date else None,
                             {"footprint": None, "year": None, "aef_year": None, "geo": None})
 
-    def _finish(self, job: Job, image8: np.ndarray, objects, anchors, date, geo_meta: dict) -> list[dict]:
-        """Model frame, questions and answers, files and records of one image (GeoTIFF or plain chip)."""
-        from ..geo.frame import to_model_frame
-
-        cfg = self.cfg
-        pixels, boxes, _ = to_model_frame(image8, cfg.frame, np.array([o.box for o in objects], float).reshape(-1, 4))
-        frame_objs = [FrameObj(tuple(int(v) for v in b), o.label, o.subtype) for b, o in zip(boxes, objects)]
+    def _finish(self, job: Job, chip: ModelChip, objects, date, geo_meta: dict) -> list[dict]:
+        """Questions and answers, files and records of one image (GeoTIFF or plain chip) in the model frame."""
+        cfg, pixels, anchors = self.cfg, chip.image, chip.anchors
+        frame_objs = [FrameObj(tuple(int(v) for v in b), o.label, o.subtype) for b, o in zip(chip.boxes, objects)]
         landcover, layout = job.ann.extra.get("landcover"), job.ann.extra.get("landcover_grid")
         if landcover is None and self.landcover is not None and anchors.n_valid:
             from .landcover import describe
@@ -336,7 +327,7 @@ class Worker:
         qas = build_qa(frame_objs, cfg.frame, cfg.tasks, seed=f"{cfg.seed}:{job.stem}", scene=scene,
                        classes=cfg.classes, subtypes=cfg.subtypes or None)
         image_rel, aef_rel = f"images/{job.stem}.png", f"anchors/{job.stem}.npz"
-        _atomic_bytes(self.out / image_rel, _png_bytes(pixels))
+        write_bytes(self.out / image_rel, _png_bytes(pixels))
         anchors.save(self.out / aef_rel)
         meta = {**geo_meta, "date": str(date) if date else None, "sensor": cfg.sensor, "source": str(job.path),
                 "valid_anchors": anchors.n_valid,
@@ -429,7 +420,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     bar.close()
     plan_file = {"config": _config_dict(cfg), "images": [asdict(j) | {"ann": None} for j in jobs],
                  "annotation_problems": [asdict(p) for p in problems]}
-    _atomic_bytes(out / "plan.json", json.dumps(plan_file, sort_keys=True).encode())
+    write_bytes(out / "plan.json", json.dumps(plan_file, sort_keys=True).encode())
     if cfg.shard is not None:
         return {"shard": f"{cfg.shard[0]}/{cfg.shard[1]}", "images": len(mine), "built": len(todo)}
     return merge(out)
@@ -453,8 +444,8 @@ def merge(out) -> dict:
         lines += [json.dumps(r, sort_keys=True) for r in part["records"]]
         quarantine += part["problems"]
         built += not part["problems"]
-    _atomic_bytes(out / "manifest.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
-    _atomic_bytes(out / "quarantine.jsonl", "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
+    write_bytes(out / "manifest.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
+    write_bytes(out / "quarantine.jsonl", "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
     counts: dict[str, dict[str, int]] = {}
     priors = {"full": 0, "partial": 0, "none": 0}  # records by how much of their anchor grid holds AEF vectors
     grid = plan_file["config"].get("grid", 8)
@@ -467,10 +458,11 @@ def merge(out) -> dict:
         priors["none" if valid == 0 else "full" if valid >= nodes else "partial"] += 1
     from .. import __version__
 
+    chip = ChipSpec.from_dict(plan_file["config"], str(plan_path)).to_dict()
     summary = {"records": len(lines), "images": built, "quarantined": len(quarantine), "counts": counts,
-               "priors": priors,
+               "priors": priors, "chip": chip,
                "config": plan_file["config"], "versions": _versions(__version__)}
-    _atomic_bytes(out / "build.json", json.dumps(summary, indent=2, sort_keys=True).encode())
+    write_bytes(out / "build.json", json.dumps(summary, indent=2, sort_keys=True).encode())
     return summary
 
 

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..chip import ChipSpec, dataset_spec, raster_chip, read_raster
 from ..geo import GeoError
 from ..geo.anchors import Anchors
+from ..geo.frame import MODEL_PATCH
 from ..geo.plain import NOT_8BIT
+from ..geo.radiometry import to_uint8
 
 REQUIRED = ("id", "image", "coordinate_size", "question", "answer")  # the official fields but aef
 MAX_QUESTION_CHARS = 16_000  # far above any task prompt; a longer one is a broken or hostile record
@@ -192,13 +196,14 @@ def frame_size(record: dict) -> tuple[int, int]:
     return (size, size) if _is_int(size) else (int(size[0]), int(size[1]))
 
 
-def read_image(record: dict) -> Image.Image:
-    """The record's image as RGB: an 8-bit PNG/JPEG as is, or a SAR GeoTIFF scaled to 8-bit in its frame."""
+def read_image(record: dict, spec: ChipSpec | None = None) -> Image.Image:
+    """The record's image as RGB: an 8-bit PNG/JPEG as is (model-ready, as ``build`` wrote it), or a SAR GeoTIFF
+    made into a chip of the record's frame with ``spec``'s stretch and band choice (None: the defaults)."""
     path, rid = Path(record["image"]), record["id"]
     if not path.is_file():
         raise ManifestError(f"record {rid!r}: image file {path} does not exist")
     if path.suffix.lower() in GEOTIFF_SUFFIXES:
-        return _read_geotiff(path, frame_size(record), rid)
+        return _read_geotiff(path, frame_size(record), rid, spec or ChipSpec())
     try:
         with Image.open(path) as im:
             im.load()
@@ -211,21 +216,19 @@ def read_image(record: dict) -> Image.Image:
                             f"({' '.join(str(err).split())})") from None
 
 
-def _read_geotiff(path: Path, size: tuple[int, int], rid: str) -> Image.Image:
-    from ..geo.frame import MODEL_PATCH, to_model_frame
-    from ..geo.radiometry import to_uint8
-    from ..geo.raster import read_sar
-
+def _read_geotiff(path: Path, size: tuple[int, int], rid: str, spec: ChipSpec) -> Image.Image:
+    """A square frame that is a multiple of 28 is the one chip path (``chip.raster_chip``); any other frame (the
+    authors' records may say [w, h]) gets the same 8-bit pixels resized to it."""
     w, h = size
     try:
-        arr = to_uint8(read_sar(path))
-        if arr.shape[:2] != (h, w):
-            if w == h and w % MODEL_PATCH == 0:
-                arr = to_model_frame(arr, w)[0]
-            else:
-                arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.BILINEAR))
-    except GeoError as err:
-        raise ManifestError(f"record {rid!r}: {err}") from None
+        raster = read_raster(path, spec)
+        if w == h and w % MODEL_PATCH == 0:
+            arr = raster_chip(raster, replace(spec, frame=w), no_aef=True).image
+        else:
+            arr = np.asarray(Image.fromarray(to_uint8(raster, fixed=spec.stretch)).resize((w, h),
+                                                                                         Image.Resampling.BILINEAR))
+    except (GeoError, ValueError) as err:
+        raise ManifestError(f"record {rid!r}: {' '.join(str(err).split())}") from None
     return Image.fromarray(arr).convert("RGB")
 
 
@@ -255,12 +258,16 @@ def read_anchors(record: dict) -> Anchors | None:
 
 class ManifestDataset(torch.utils.data.Dataset):
     """Items ``{"id", "task", "image" (PIL RGB), "question", "answer", "anchors" (Anchors | None),
-    "coordinate_size", "meta"}`` from a manifest path or from records returned by :func:`load_manifest`."""
+    "coordinate_size", "meta"}`` from a manifest path or from records returned by :func:`load_manifest`. GeoTIFF
+    images are made into chips with ``spec`` (default: the spec in the dataset's ``build.json``, if any)."""
 
-    def __init__(self, manifest, *, split: str | None = None, tasks: Sequence[str] | None = None) -> None:
+    def __init__(self, manifest, *, split: str | None = None, tasks: Sequence[str] | None = None,
+                 spec: ChipSpec | None = None) -> None:
+        self.spec = spec
         if isinstance(manifest, (str, Path)):
             self.source = str(manifest)
             everything = load_manifest(manifest)
+            self.spec = spec or dataset_spec(manifest)
         else:
             self.source = "records"
             everything = list(manifest)
@@ -281,7 +288,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         return {
             "id": rec["id"],
             "task": rec.get("task"),
-            "image": read_image(rec),
+            "image": read_image(rec, self.spec),
             "question": rec["question"],
             "answer": rec["answer"],
             "anchors": read_anchors(rec),

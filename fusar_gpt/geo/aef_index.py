@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io_atomic import atomic_path, write_text
 from . import GeoError
 
 INDEX_NAMES = ("aef_index.parquet", "aef_index.csv")
@@ -92,10 +93,9 @@ class TileIndex:
                 "zones": sorted({str(z) for z in self.zones if z}), "source": self.source}
 
     def save_npz(self, path: Path) -> None:
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, paths=self.paths.astype(str), years=self.years, zones=self.zones.astype(str),
-                 bounds=self.bounds, source=np.array(self.source))
-        os.replace(tmp, path)
+        with atomic_path(path, ".npz") as tmp:
+            np.savez(tmp, paths=self.paths.astype(str), years=self.years, zones=self.zones.astype(str),
+                     bounds=self.bounds, source=np.array(self.source))
 
     @classmethod
     def load_npz(cls, path: Path) -> TileIndex:
@@ -202,7 +202,7 @@ def scan_tiles(root: str, cache_dir: Path | None = None, progress: bool = False)
         entries[rel] = {"sig": sig, "year": int(p.parent.parent.name), "zone": p.parent.name.upper(),
                         "bounds": [float(v) for v in wb]}
     if cache_file:
-        _atomic_write(cache_file, json.dumps({"version": CACHE_VERSION, "root": root, "tiles": entries}))
+        write_text(cache_file, json.dumps({"version": CACHE_VERSION, "root": root, "tiles": entries}))
     rels = sorted(entries)
     return TileIndex(np.array([f"{root.rstrip('/')}/{r}" for r in rels], dtype=str),
                      np.array([entries[r]["year"] for r in rels], np.int64),
@@ -265,8 +265,3 @@ def _cache_path(key: str, cache_dir, suffix: str) -> Path | None:
     return base / "aef" / f"{digest}.{suffix}"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io_atomic import atomic_path
 from . import GeoError
 from .aef import BANDS, DIM, NODATA
 from .aef_index import CSV_COLUMNS, parse_zone, scan_tiles
@@ -105,16 +106,15 @@ def write_index(root, name: str = "aef_index.csv") -> Path:
         rel = Path(p).relative_to(root).as_posix()
         rows.append([fid, rel, int(year), zone, crs, utm.left, utm.bottom, utm.right, utm.top, *wgs])
     out = root / name
-    tmp = out.with_name(f".{name}.tmp{os.getpid()}")
-    if name.endswith(".parquet"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with atomic_path(out) as tmp:
+        if name.endswith(".parquet"):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(CSV_COLUMNS)}), tmp)
-    else:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows(rows)
-    os.replace(tmp, out)
+            pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(CSV_COLUMNS)}), tmp)
+        else:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(CSV_COLUMNS)
+                writer.writerows(rows)
     return out

@@ -8,13 +8,13 @@ FUSAR-GPT files hold only features and positions; they load with every finite ro
 
 from __future__ import annotations
 
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..io_atomic import atomic_path
 from . import GeoError
 
 
@@ -77,13 +77,8 @@ class Anchors:
             arrays["year"] = np.array(int(self.year), np.int64)
         if self.years is not None:
             arrays["years"] = np.asarray(self.years, np.int64)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-        try:
+        with atomic_path(path, ".npz") as tmp:
             _write_npz(tmp, arrays)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
     @classmethod

@@ -13,12 +13,13 @@ import json
 import pickle
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..chip import ChipSpec
+from ..io_atomic import atomic_dir
 from .tlm import TLM
 
 TLM_FORMAT = "fusar-gpt.tlm/1"
@@ -123,12 +124,15 @@ def _official_config(src: Path, sigma: float | None) -> dict:
     return cfg
 
 
-def import_official(src: str | Path, out: str | Path, sigma: float | None = None, missing: str = "identity") -> Path:
+def import_official(src: str | Path, out: str | Path, sigma: float | None = None, missing: str = "identity",
+                    frame: int | None = None) -> Path:
     """Convert an official FUSAR-GPT checkpoint dir into a run dir; returns the run dir.
 
     ``missing`` defaults to ``identity``: the official model never saw an image without
     anchors, so leaving such images unmodulated is the honest choice (no untrained null prior).
-    Written atomically: a failed import leaves no partial run dir behind.
+    ``frame`` (default: the checkpoint's ``image_size``, 504) goes into the run's ``chip.json`` with the
+    authors' input handling (colour PNG/JPEG kept as RGB). Written atomically: a failed import leaves no partial
+    run dir behind.
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -157,27 +161,11 @@ def import_official(src: str | Path, out: str | Path, sigma: float | None = None
     with atomic_dir(out) as tmp:
         save_tlm(tlm, tmp)
         _copy_adapter(src, tmp / "adapter")
-        provenance = {"imported_from": str(src.resolve()), "official_config": cfg,
-                      "coordinate_size": int(cfg.get("image_size", 504))}
+        size = int(frame if frame is not None else cfg.get("image_size", 504))
+        ChipSpec(frame=size, eight_bit="rgb").save(tmp)
+        provenance = {"imported_from": str(src.resolve()), "official_config": cfg, "coordinate_size": size}
         (tmp / "import.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return out
-
-
-@contextmanager
-def atomic_dir(out: Path):
-    """Yield a hidden temporary folder beside ``out`` and rename it to ``out`` when the block ends without an
-    error (an empty ``out`` is replaced); on any error it is deleted. A reader never sees half a directory."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _copy_adapter(src: Path, dst: Path) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
-import os
 import shutil
 import time
 import warnings
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ...geo.aef_tiles import write_index, write_tile
+from ...io_atomic import write_json
 from .canvas import Canvas
 from .landcover import noise
 from .samples import DW_CLASSES, MAT_DW, MATERIALS, OPEN_SEA, load_samples, material_db
@@ -131,9 +130,7 @@ def _prepare_out(out: Path) -> None:
 
 
 def _dump(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1)
 
 
 def make_world(out, scenes: int = 40, seed: int = 0, *, sites: int = 4, years=(2019, 2023), image_px=(256, 320),
