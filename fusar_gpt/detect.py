@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .boxes import overlaps
 from .chip import raster_chip, read_raster
 from .data.tasks import DETECT_QUESTIONS, parse_boxes, plural
 from .geo import GeoError
@@ -36,16 +37,6 @@ class Detection:
     cut: bool = False        # touches an inner tile edge: the object may go on in the neighbouring tile
 
 
-def _iou_and_cover(box: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IoU of ``box`` with each kept box, and the share of ``box`` that each kept box covers."""
-    ix = np.clip(np.minimum(box[2], kept[:, 2]) - np.maximum(box[0], kept[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], kept[:, 3]) - np.maximum(box[1], kept[:, 1]), 0, None)
-    inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (kept[:, 2] - kept[:, 0]) * (kept[:, 3] - kept[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9), inter / max(area, 1e-9)
-
-
 def merge(dets: list[Detection], iou: float = 0.5, contain: float = 0.5) -> list[Detection]:
     """Greedy per-class suppression across tiles (see the module docstring); the order of the result is
     whole objects first, then by area, per label in first-seen order."""
@@ -58,7 +49,7 @@ def merge(dets: list[Detection], iou: float = 0.5, contain: float = 0.5) -> list
         kept: list[Detection] = []
         for d in mine:
             if kept:
-                overlap, cover = _iou_and_cover(d.box, np.stack([k.box for k in kept]))
+                overlap, cover = overlaps(d.box, np.stack([k.box for k in kept]))
                 if (overlap >= iou).any() or (d.cut and (cover >= contain).any()):
                     continue
             kept.append(d)
@@ -92,11 +83,9 @@ def _scene_header(path: Path):
 
 
 def pixels_to_lonlat(crs, transform, cols, rows) -> tuple[np.ndarray, np.ndarray]:
-    from .geo.aef import crs_key, to_lonlat
-    from .geo.raster import _apply
+    from .geo.transforms import pixel_to_map, to_lonlat
 
-    x, y = _apply(transform, np.asarray(cols, np.float64), np.asarray(rows, np.float64))
-    lon, lat = to_lonlat(crs_key(crs), x, y)
+    lon, lat = to_lonlat(crs, *pixel_to_map(transform, cols, rows))
     return np.asarray(lon), np.asarray(lat)
 
 

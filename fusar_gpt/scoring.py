@@ -46,10 +46,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .data.tasks import (  # _CELL_RE: the cell mentions parse_cells reads, to keep the model's order
-    _CELL_RE,
+from .boxes import iou
+from .data.tasks import (
     LANDCOVER_WORDS,
     TASKS,
+    cells_in_order,
     parse_boxes,
     parse_cells,
     parse_count,
@@ -69,25 +70,6 @@ _TOKEN_RE = re.compile(r"\d+(?:\.\d+)+|[^\W_]+")
 def tokens(text: str) -> list[str]:
     """Caption tokens: lowercased runs of letters/digits, decimals kept whole; punctuation and ``_`` separate."""
     return _TOKEN_RE.findall(text.lower()) if isinstance(text, str) else []
-
-
-def _cells_in_order(text: str) -> list[str]:
-    """Cells in the order the text first mentions them; each mention is read by the shared lenient parser."""
-    out: list[str] = []
-    for m in _CELL_RE.finditer(text):
-        cell = parse_cells(m.group(0))
-        if cell and cell[0] not in out:
-            out.append(cell[0])
-    return out
-
-
-def iou(a, b) -> float:
-    """IoU of raw xyxy boxes; a degenerate (empty or inverted) box overlaps nothing, so its IoU is 0."""
-    ix, iy = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def match_boxes(preds: Sequence[dict], truth: Sequence[dict], asked: str) -> list[float]:
@@ -200,7 +182,7 @@ def per_record(records: Sequence[dict], predictions: Mapping[str, str]) -> dict[
                 g = set(truth)
                 pred = parse_cells(text) if isinstance(text, str) else None
                 p = set(pred or ())
-                first = (_cells_in_order(text) or pred or [None])[0] if pred is not None else None
+                first = (cells_in_order(text) or pred or [None])[0] if pred is not None else None
                 row.update({"class": meta.get("class"), "true": truth, "pred": pred,
                             "first": first, "acc100": pred is not None and p == g,
                             "acc50": pred is not None and 2 * len(p & g) >= len(p | g),

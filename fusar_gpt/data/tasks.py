@@ -413,6 +413,17 @@ _CELL_RE = re.compile(
 _NOTHING = re.compile(r"\b(none|no|nowhere|nothing|zero)\b", re.IGNORECASE)
 
 
+def cells_in_order(text: str) -> list[str]:
+    """Cells in the order the text first mentions them (each mention read by :func:`parse_cells`): the scorer
+    keeps the model's own order."""
+    out: list[str] = []
+    for m in _CELL_RE.finditer(text):
+        cell = parse_cells(m.group(0))
+        if cell and cell[0] not in out:
+            out.append(cell[0])
+    return out
+
+
 def parse_cells(text) -> list[str] | None:
     """Cell names anywhere in the text (any case or order, ``top left`` / ``upper-left`` / ``centre`` /
     ``middle`` too) in canonical row-major order, without duplicates; ``none`` / ``no`` / empty -> []."""

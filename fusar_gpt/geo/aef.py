@@ -16,13 +16,13 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
 from . import GeoError, check_bbox
 from .aef_index import TileIndex, load_index, parse_zone
 from .anchors import Anchors
+from .transforms import crs_key, lonlat_to, map_to_pixel, pixel_to_map, to_lonlat
 
 DIM = 64
 NODATA = -128
@@ -61,33 +61,6 @@ def quantize(v) -> np.ndarray:
     return q.astype(np.int8)
 
 
-@lru_cache(maxsize=256)
-def _transformer(src: str, dst: str):
-    from pyproj import Transformer
-
-    return Transformer.from_crs(src, dst, always_xy=True)
-
-
-def lonlat_to(crs_key: str, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _transformer("EPSG:4326", crs_key).transform(lon, lat)
-    return np.asarray(x, np.float64), np.asarray(y, np.float64)
-
-
-def to_lonlat(crs_key: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lon, lat = _transformer(crs_key, "EPSG:4326").transform(x, y)
-    return np.asarray(lon, np.float64), np.asarray(lat, np.float64)
-
-
-def crs_key(crs) -> str:
-    """A hashable, pyproj-readable name for a CRS given as EPSG int, string or rasterio/pyproj CRS."""
-    if isinstance(crs, int):
-        return f"EPSG:{crs}"
-    if hasattr(crs, "to_epsg"):
-        epsg = crs.to_epsg()
-        return f"EPSG:{epsg}" if epsg else crs.to_wkt()
-    return str(crs)
-
-
 def grid_shape(grid) -> tuple[int, int]:
     rows, cols = (grid, grid) if np.isscalar(grid) else tuple(grid)
     if int(rows) != rows or int(cols) != cols or rows < 2 or cols < 2:
@@ -124,15 +97,12 @@ class _Tile:
             self.ds.close()
             raise GeoError(f"{path} is not an AEF tile (needs {DIM} int8 bands and a CRS)")
         self.crs = crs_key(self.ds.crs)
-        self.inverse = ~self.ds.transform
         self.width, self.height = self.ds.width, self.ds.height
 
     def pixel(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Integer (col, row) of the pixel holding each point; bottom-up tiles come out right by the affine."""
-        a = self.inverse
-        col = np.floor(a.a * x + a.b * y + a.c).astype(np.int64)
-        row = np.floor(a.d * x + a.e * y + a.f).astype(np.int64)
-        return col, row
+        col, row = map_to_pixel(self.ds.transform, x, y)
+        return np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
 
 
 YEARS = (1900, 2100)  # a year outside is a typo (or -3), not a request for the nearest AEF year
@@ -187,12 +157,8 @@ class AEFStore:
     def sample_raster(self, crs, transform, width: int, height: int, year, grid=8, *,
                       method: str = "point", block: int = 3) -> Anchors:
         """Nodes on the image's own pixel grid: node (i, j) sits at pixel (x, y) = (j/(cols-1)*W, i/(rows-1)*H)."""
-        from affine import Affine
-
-        t = transform if isinstance(transform, Affine) else Affine(*list(transform)[:6])
         pos = grid_positions(grid)
-        px, py = pos[:, 1].astype(np.float64) * width, pos[:, 0].astype(np.float64) * height
-        x, y = t.a * px + t.b * py + t.c, t.d * px + t.e * py + t.f
+        x, y = pixel_to_map(transform, pos[:, 1].astype(np.float64) * width, pos[:, 0].astype(np.float64) * height)
         lon, lat = to_lonlat(crs_key(crs), x, y)
         if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
             raise GeoError("raster corners do not map to valid lon/lat (check its CRS and transform)")

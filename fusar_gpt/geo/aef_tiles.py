@@ -34,7 +34,8 @@ def tile_origin(lon: float, lat: float, size: int, pixel_size: float = 10.0, zon
     The zone defaults to the point's own zone; pass ``zone`` to build a tile of a neighbouring zone
     that reaches over the zone edge, as real tiles near the edges do.
     """
-    from .aef import lonlat_to, natural_zone
+    from .aef import natural_zone
+    from .transforms import lonlat_to
 
     if zone is None:
         num, north = natural_zone(np.array([lon]), np.array([lat]))

@@ -14,7 +14,8 @@ from PIL import Image
 from rasterio.windows import Window
 
 from . import GeoError
-from .raster import SarImage, _window_transform, read_sar
+from .raster import SarImage, read_sar
+from .transforms import window_transform
 
 MODEL_PATCH = 28
 
@@ -127,7 +128,7 @@ def chip_windows(width: int, height: int, size: int, overlap: int, transform: Af
     chips = []
     for row in _offsets(height, size, stride):
         for col in _offsets(width, size, stride):
-            t = _window_transform(transform, col, row) if transform is not None else None
+            t = window_transform(transform, col, row) if transform is not None else None
             chips.append(Chip(int(col), int(row), int(cw), int(ch), t))
     return chips
 

@@ -24,8 +24,8 @@ from rasterio.transform import GCPTransformer, from_gcps
 from rasterio.windows import Window
 
 from . import GeoError, check_bbox
-from .aef import crs_key, to_lonlat
 from .bands import BandChoice, choose_bands
+from .transforms import crs_key, pixel_to_map, to_lonlat, window_transform
 
 # 2**29 pixels is a 2 GiB float32 array: big enough for a full GRD scene, small enough to fail before swapping.
 DEFAULT_MAX_PIXELS = 2**29
@@ -118,17 +118,6 @@ def _check_area_of_use(key, box, what: str) -> None:
                        f"or coordinates?")
 
 
-def _apply(t: Affine, cols, rows):
-    # Spelled out: affine 3 deprecates ``t * (x, y)`` and affine 2 has no ``t @ (x, y)``.
-    return t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
-
-
-def _window_transform(t: Affine, col: float, row: float) -> Affine:
-    """Geotransform of a window at (col, row): rasterio's own helper warns under affine 3, so callers would too."""
-    x, y = _apply(t, col, row)
-    return Affine(t.a, t.b, x, t.d, t.e, y)
-
-
 def footprint(crs, transform: Affine, width: int, height: int, *, what: str = "raster"
               ) -> tuple[float, float, float, float]:
     """Outer lon/lat box ``(lon_min, lat_min, lon_max, lat_max)`` of the image's pixel edges.
@@ -141,7 +130,7 @@ def footprint(crs, transform: Affine, width: int, height: int, *, what: str = "r
     if width <= 0 or height <= 0:
         raise GeoError(f"{what}: image size {width}x{height} is empty")
     cols, rows = _edge_pixels(width, height)
-    xs, ys = _apply(transform, cols, rows)
+    xs, ys = pixel_to_map(transform, cols, rows)
     return _lonlat_bbox(crs, xs, ys, what)
 
 
@@ -320,17 +309,17 @@ def _read_open(ds, path, choice, window, max_pixels, fp_fallback, date, scale) -
     # Georeference before pixels: a file that cannot be placed is refused without reading it.
     gcps, gcp_crs = ds.gcps
     if ds.crs is not None and not ds.transform.is_identity:
-        crs, transform = ds.crs, _window_transform(ds.transform, col_off, row_off)
+        crs, transform = ds.crs, window_transform(ds.transform, col_off, row_off)
         fp = footprint(crs, transform, w, h, what=str(path))
     elif gcps and gcp_crs is not None:
         crs = gcp_crs
-        transform = _window_transform(from_gcps(gcps), col_off, row_off)  # approximate, but callers get one
+        transform = window_transform(from_gcps(gcps), col_off, row_off)  # approximate, but callers get one
         fp = _gcp_footprint(gcps, gcp_crs, col_off, row_off, w, h, str(path))
     elif fp_fallback is not None:
         whole = check_bbox(fp_fallback, what=f"footprint= for {path}")
         lon0, lat0, lon1, lat1 = whole
         scene = Affine((lon1 - lon0) / W, 0.0, lon0, 0.0, -(lat1 - lat0) / H, lat1)  # north-up over the whole file
-        crs, transform = CRS.from_epsg(4326), _window_transform(scene, col_off, row_off)
+        crs, transform = CRS.from_epsg(4326), window_transform(scene, col_off, row_off)
         fp = footprint(crs, transform, w, h, what=str(path))
     else:
         raise GeoError(f"{path}: has no georeference (no CRS and transform, no GCPs); pass a footprint "

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...geo.aef import DIM, NODATA, lonlat_to, to_lonlat
+from ...geo.aef import DIM, NODATA
 from ...geo.aef_tiles import tile_origin, utm_epsg
+from ...geo.transforms import lonlat_to, to_lonlat
 from .landcover import GENERATORS, dilate, noise
 from .samples import CROPS, DW_CLASSES, FALLOW, MAT_DW, OPEN_SEA, QUAY, RUNWAY, WATER, Samples
 
