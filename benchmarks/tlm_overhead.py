@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from fusar_gpt.inputs import build_inputs
 from fusar_gpt.model.backbone import build_random_model, load_backbone, make_backbone, preset_config
-from fusar_gpt.model.fusar import FusarGPT, Priors, add_lora, build_inputs, set_stage
+from fusar_gpt.model.fusar import FusarGPT, Priors, add_lora, set_stage
 from fusar_gpt.model.tlm import TLM
 
 

@@ -9,7 +9,7 @@ the same records, with the library's own pieces, exactly as ``fusar-gpt train`` 
   ``--size`` px (224 by default, 504 = the paper's frame) with 8 x 8 AEF anchor grids;
 - model: ``configs/tiny-cpu/stage1.yaml`` with ``model.preset`` set to ``--preset`` (``small``
   by default), built by ``fusar_gpt.train.build_model`` (TLM + LoRA trainable);
-- one step = ``Collator`` on in-memory items + ``token_loss`` + backward + gradient clipping +
+- one step = ``InputProcessor`` on in-memory items + ``token_loss`` + backward + gradient clipping +
   AdamW step. Reading PNG/anchor files is left out (a DataLoader would overlap it).
 
 Both batch sizes process the same ``max(batches)`` records per round (8 steps of 1 vs 1 step of
@@ -51,9 +51,9 @@ import torch
 
 from fusar_gpt.config import load_recipe
 from fusar_gpt.data.build import BuildConfig, build
-from fusar_gpt.data.collate import IGNORE_INDEX, Collator
 from fusar_gpt.data.dataset import ManifestDataset
 from fusar_gpt.data.synth import make_world
+from fusar_gpt.inputs import IGNORE_INDEX, InputProcessor
 from fusar_gpt.model.backbone import (
     DEFAULT_CORPUS,
     SPECIAL_TOKENS,
@@ -117,7 +117,7 @@ def load_items(manifest: Path, n: int) -> list[dict]:
 class Stepper:
     """One optimizer step of stage I on a list of items, as fusar_gpt.train runs it."""
 
-    def __init__(self, model, collate: Collator, lr: float, device: str = "cpu", autocast_dtype=None,
+    def __init__(self, model, collate: InputProcessor, lr: float, device: str = "cpu", autocast_dtype=None,
                  remap: torch.Tensor | None = None, max_grad_norm: float | None = 1.0):
         self.model, self.collate, self.device, self.remap = model, collate, device, remap
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -175,7 +175,7 @@ def measure(step: Stepper, items: list[dict], batches, repeats: int, warmup: int
     return out
 
 
-def token_shape(collate: Collator, items: list[dict]) -> dict:
+def token_shape(collate: InputProcessor, items: list[dict]) -> dict:
     """Mean unpadded text tokens and image tokens per record, as the collator builds them."""
     batch = collate(items)
     image = (batch["input_ids"] == collate.image_token_id).sum(1).float()
@@ -198,7 +198,7 @@ def library_run(root: Path, preset: str, size: int, batches, repeats: int, warmu
                            out=str(root / f"run-{preset}"), data=str(manifest))
     torch.manual_seed(recipe.train.seed)
     model = build_model(recipe)
-    collate = Collator(model.processor, max_length=recipe.data.max_length)
+    collate = InputProcessor(model.processor, max_length=recipe.data.max_length)
     step = Stepper(model, collate, recipe.train.lr, max_grad_norm=recipe.train.max_grad_norm)
     res = measure(step, items, batches, repeats, warmup)
     return {"preset": preset, "size": size, "trainable": recipe.trains, "tokens": token_shape(collate, items),
@@ -242,7 +242,7 @@ def large_run(root: Path, preset: str = "qwen2.5-vl-7b", device: str = "cuda", d
     if gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    collate = Collator(processor, max_length=2048)
+    collate = InputProcessor(processor, max_length=2048)
     cuda = str(device).startswith("cuda")
     step = Stepper(model, collate, 1e-4, device=device, autocast_dtype=torch.bfloat16 if dtype == torch.bfloat16
                    else None, remap=_remap_table(processor.tokenizer, cfg))

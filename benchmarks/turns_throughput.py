@@ -31,9 +31,9 @@ import torch
 
 from fusar_gpt.config import load_recipe
 from fusar_gpt.data.build import BuildConfig, build
-from fusar_gpt.data.collate import Collator
 from fusar_gpt.data.dataset import Conversations, ManifestDataset
 from fusar_gpt.data.synth import make_world
+from fusar_gpt.inputs import InputProcessor
 from fusar_gpt.train import build_model, resolve_paths
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -73,7 +73,7 @@ def run(turns: int = 8, images: int = 8, batch: int = 8, repeats: int = 5, warmu
         torch.manual_seed(0)
         model = build_model(recipe)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        collate = Collator(model.processor)
+        collate = InputProcessor(model.processor)
         data = ManifestDataset(recipe.data.manifest, split="train", tasks=TASKS)
         conv = Conversations(data, turns, seed=0)
         by_image: dict[str, list[int]] = {}

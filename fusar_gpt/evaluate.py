@@ -31,13 +31,13 @@ def predict(model, records: Sequence[dict], *, spec: ChipSpec | None = None, bat
     dict), a record whose image or anchors cannot be read (missing, corrupt, 16-bit, a decompression bomb, a torn
     .npz) is left out, its one-line reason stored under its id, and every other record is answered; without it,
     the first such record raises."""
-    from .data.collate import Collator
     from .data.dataset import ManifestDataset, ManifestError
     from .geo import GeoError
+    from .inputs import InputProcessor
 
     limits = {**MAX_NEW_TOKENS, **(max_new_tokens or {})}
     data = ManifestDataset(list(records), spec=spec)
-    collate = Collator(model.processor, train=False)
+    collate = InputProcessor(model.processor, train=False)
     order = sorted(range(len(records)), key=lambda i: (str(records[i].get("task")), i))
     chunks = []
     for i in order:

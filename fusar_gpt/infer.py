@@ -14,18 +14,12 @@ from pathlib import Path
 
 from .chip import ChipSpec, ModelChip, load_chip
 from .geo.plain import PLAIN_SUFFIXES
+from .inputs import to_priors
 from .io_atomic import write_jsonl
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = PLAIN_SUFFIXES
 DEFAULT_MAX_NEW_TOKENS = 256
-
-
-def priors_of(items: Sequence[ModelChip], prior_dim: int = 64):
-    from .model.fusar import Priors
-
-    return Priors.stack([None if p.anchors is None else (p.anchors.features, p.anchors.positions, p.anchors.mask)
-                         for p in items], prior_dim)
 
 
 def answer(model, items: Sequence[ModelChip], questions: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
@@ -42,8 +36,9 @@ def answer(model, items: Sequence[ModelChip], questions: Sequence[str], *, max_n
     with tqdm(total=len(items), desc="answering", unit="answer", disable=not progress) as bar:
         for s in range(0, len(items), batch_size):
             chunk = list(items[s:s + batch_size])
-            out += model.answer([p.image for p in chunk], list(questions[s:s + batch_size]),
-                                priors_of(chunk, prior_dim), max_new_tokens=max_new_tokens, do_sample=False)
+            priors = to_priors([p.anchors for p in chunk], prior_dim)
+            out += model.answer([p.image for p in chunk], list(questions[s:s + batch_size]), priors,
+                                max_new_tokens=max_new_tokens, do_sample=False)
             bar.update(len(chunk))
     return out
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request  # at module level: FastAPI resolves the handlers' annotations here
 
+from .inputs import END_OF_TURN, InputProcessor
 from .serve_api import ApiError, parse_chat, prepare_request
 
 log = logging.getLogger("fusar_gpt.serve")
@@ -152,20 +153,15 @@ class Batcher:
         """One ``generate`` over the jobs (longest ``max_tokens``), each row cut back to its own limit."""
         import torch
 
-        from .infer import priors_of
-        from .model.fusar import build_inputs
-
         model = self.model
         tok = model.processor.tokenizer
         eos = model.base.generation_config.eos_token_id
-        eos = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {tok.convert_tokens_to_ids("<|im_end|>")}
-        batch = build_inputs(model.processor, [j.item.image for j in jobs], [j.question for j in jobs])
-        device = next(model.parameters()).device
-        batch = {k: v.to(device) for k, v in batch.items()}
-        priors = priors_of([j.item for j in jobs], model.tlm.prior_dim)
+        eos = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {tok.convert_tokens_to_ids(END_OF_TURN)}
+        batch = InputProcessor(model.processor, train=False, prior_dim=model.tlm.prior_dim).prompts(
+            [j.item.image for j in jobs], [j.question for j in jobs], [j.item.anchors for j in jobs])
+        batch = batch.to(next(model.parameters()).device)
         with torch.no_grad():
-            out = model.generate(**batch, priors=priors, max_new_tokens=max(j.max_tokens for j in jobs),
-                                 do_sample=False)
+            out = model.generate(**batch, max_new_tokens=max(j.max_tokens for j in jobs), do_sample=False)
         self.generate_calls += 1
         self.answered += len(jobs)
         prompt = batch["attention_mask"].sum(dim=1).tolist()
@@ -200,6 +196,7 @@ def make_app(model, config: ServeConfig):
     app = FastAPI(title="fusar-gpt", docs_url=None, redoc_url=None, openapi_url=None)
     batcher = Batcher(model, config.max_batch, config.batch_wait_ms / 1000, config.max_queue)
     app.state.batcher, app.state.config = batcher, config
+    check = InputProcessor(model.processor, train=False).check_text  # the batcher's own rule, before queueing
     created = int(time.time())
 
     @app.exception_handler(ApiError)
@@ -253,6 +250,10 @@ def make_app(model, config: ServeConfig):
         authorize(request)
         started = time.monotonic()
         req = parse_chat(await read_body(request), config)
+        try:
+            check("request", req["question"])
+        except ValueError as err:  # a chat special token would rewrite the conversation: 400, never a 500
+            raise ApiError(400, str(err).replace("record 'request': the", "the"), "bad_question") from None
 
         async def work():
             item = await run_in_threadpool(prepare_request, req, config)

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from .chip import CHIP_FILE, ChipSpec, dataset_spec, read_spec
 from .config import Recipe, RecipeError, expand, save_recipe
-from .data.collate import IGNORE_INDEX, Collator
 from .data.dataset import OFFICIAL_FRAME, Conversations, ManifestDataset, load_manifest
+from .inputs import IGNORE_INDEX, InputProcessor
 from .model.checkpoint import latest_checkpoint, load_adapter, load_tlm, safe_torch_load, save_checkpoint
 from .model.fusar import FusarGPT, add_lora, set_stage
 from .model.tlm import TLM
@@ -280,8 +280,8 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=math.ceil(t.warmup_ratio * total),
                               num_training_steps=total)
     model, optimizer = accelerator.prepare(model, optimizer)
-    collate = Collator(model.processor if hasattr(model, "processor") else accelerator.unwrap_model(model).processor,
-                       max_length=recipe.data.max_length)
+    processor = model.processor if hasattr(model, "processor") else accelerator.unwrap_model(model).processor
+    collate = InputProcessor(processor, max_length=recipe.data.max_length)
     step = 0
     if ckpt is not None:
         state = safe_torch_load(ckpt / "trainer_state.pt")

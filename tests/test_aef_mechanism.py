@@ -3,7 +3,7 @@
 FUSAR-GPT's claim is that the AlphaEarth prior, fused into the visual tokens, carries knowledge the
 SAR pixels do not. Unit tests of the TLM check its equations; this test checks that the prior
 actually reaches the answer along the path a user's data takes: a manifest on disk (PNG images,
-``.npz`` anchors written by :class:`Anchors`), :class:`ManifestDataset`, :class:`Collator`, a tiny
+``.npz`` anchors written by :class:`Anchors`), :class:`ManifestDataset`, :class:`InputProcessor`, a tiny
 FusarGPT trained in stage 1 (TLM + LoRA), and greedy generation through ``evaluate.predict``.
 
 Every scene's SAR image is speckle drawn from one and the same distribution whatever its land
@@ -25,7 +25,6 @@ import pytest
 import torch
 from PIL import Image
 
-from fusar_gpt.data.collate import Collator
 from fusar_gpt.data.dataset import ManifestDataset, load_manifest
 from fusar_gpt.data.landcover import DW_CLASSES
 from fusar_gpt.data.synth.samples import load_samples
@@ -33,6 +32,7 @@ from fusar_gpt.data.tasks import parse_label
 from fusar_gpt.evaluate import predict
 from fusar_gpt.geo.aef import dequantize
 from fusar_gpt.geo.anchors import Anchors
+from fusar_gpt.inputs import InputProcessor
 from fusar_gpt.model.backbone import load_backbone, load_processor
 from fusar_gpt.model.fusar import FusarGPT, add_lora, set_stage
 from fusar_gpt.model.tlm import TLM
@@ -100,7 +100,7 @@ def training_batches(tiny_dir, manifest, seed: int = SEED, steps: int = STEPS) -
     Collated once and shared by every fusion: a batch carries the priors whatever the model does with them.
     """
     data = ManifestDataset(manifest, split="train")
-    collate = Collator(load_processor(tiny_dir), train=True)
+    collate = InputProcessor(load_processor(tiny_dir), train=True)
     rng = np.random.default_rng(seed)
     order: list[int] = []
     batches = []

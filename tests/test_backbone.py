@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
+from fusar_gpt.inputs import build_inputs
 from fusar_gpt.model.backbone import (
     PRESETS,
     SPECIAL_TOKENS,
@@ -18,7 +19,6 @@ from fusar_gpt.model.backbone import (
     make_backbone,
     preset_config,
 )
-from fusar_gpt.model.fusar import build_inputs
 
 from .conftest import random_image
 

@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 
+from fusar_gpt.inputs import build_inputs
 from fusar_gpt.model.checkpoint import (
     OFFICIAL_FORMAT,
     CheckpointError,
@@ -19,7 +20,7 @@ from fusar_gpt.model.checkpoint import (
     save_adapter,
     save_tlm,
 )
-from fusar_gpt.model.fusar import FusarGPT, Priors, add_lora, build_inputs
+from fusar_gpt.model.fusar import FusarGPT, Priors, add_lora
 from fusar_gpt.model.tlm import TLM
 
 from .conftest import random_anchors, random_image

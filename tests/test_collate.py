@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fusar_gpt.data.collate import IGNORE_INDEX, Batch, Collator
 from fusar_gpt.data.dataset import ManifestDataset, ManifestError, frame_size, load_manifest
+from fusar_gpt.inputs import IGNORE_INDEX, Batch, InputProcessor
 from fusar_gpt.model.fusar import FusarGPT
 from fusar_gpt.model.tlm import TLM
 
@@ -78,7 +78,7 @@ def fusar(tiny):
 def test_labels_are_exactly_the_answer_and_end_of_turn(tiny, dataset_dir, side):
     _, proc = tiny
     items = items_of(dataset_dir)
-    batch = Collator(proc, padding_side=side)(items)
+    batch = InputProcessor(proc, padding_side=side)(items)
     tok = proc.tokenizer
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     assert labels.shape == ids.shape and len({int(n) for n in mask.sum(1)}) > 1  # rows really are padded
@@ -101,8 +101,8 @@ def test_loss_is_mean_ce_over_answer_tokens_and_padding_side_free(tiny, dataset_
     _, proc = tiny
     model = fusar(tiny)
     items = items_of(dataset_dir)
-    right = Collator(proc)(items)
-    left = Collator(proc, padding_side="left")(items)
+    right = InputProcessor(proc)(items)
+    left = InputProcessor(proc, padding_side="left")(items)
     with torch.no_grad():
         out = model(**right)
         out_left = model(**left)
@@ -118,7 +118,7 @@ def test_loss_is_mean_ce_over_answer_tokens_and_padding_side_free(tiny, dataset_
 def test_batch_fields_mm_types_and_mixed_grids(tiny, dataset_dir):
     _, proc = tiny
     items = items_of(dataset_dir)
-    batch = Collator(proc)(items)
+    batch = InputProcessor(proc)(items)
     assert set(batch) == {"input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw",
                           "labels", "priors"}
     is_img = batch["input_ids"] == proc.image_token_id
@@ -132,7 +132,7 @@ def test_batch_fields_mm_types_and_mixed_grids(tiny, dataset_dir):
 def test_record_ids_travel_beside_the_model_inputs(tiny, dataset_dir):
     _, proc = tiny
     ds = ManifestDataset(dataset_dir / "manifest.jsonl")
-    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=Collator(proc))
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=InputProcessor(proc))
     batches = list(loader)
     assert [b.ids for b in batches] == [["r0", "r1"], ["r2", "r3"]]
     b = batches[0]
@@ -145,7 +145,7 @@ def test_record_ids_travel_beside_the_model_inputs(tiny, dataset_dir):
 def test_eval_batches_are_left_padded_prompts_without_labels(tiny, dataset_dir):
     _, proc = tiny
     items = items_of(dataset_dir)
-    batch = Collator(proc, train=False)(items)
+    batch = InputProcessor(proc, train=False)(items)
     assert "labels" not in batch and batch.answers == ANSWERS and batch.ids == ["r0", "r1", "r2", "r3"]
     assert (batch["attention_mask"][:, -1] == 1).all() and (batch["attention_mask"][:, 0] == 0).any()
     for row in batch["input_ids"]:
@@ -153,13 +153,13 @@ def test_eval_batches_are_left_padded_prompts_without_labels(tiny, dataset_dir):
     out = fusar(tiny).generate(**batch, max_new_tokens=2, do_sample=False)
     assert out.shape[0] == 4 and out.shape[1] > batch["input_ids"].shape[1]
     with pytest.raises(ValueError, match="left-padded"):
-        Collator(proc, train=False, padding_side="right")
+        InputProcessor(proc, train=False, padding_side="right")
 
 
 # ------------------------------------------------------------------------------------------------ priors
 def test_priors_round_trip_the_npz_files(tiny, dataset_dir):
     _, proc = tiny
-    batch = Collator(proc)(items_of(dataset_dir))
+    batch = InputProcessor(proc)(items_of(dataset_dir))
     pri = batch["priors"]
     assert pri.features.shape == (4, 14, 64) and pri.mask.shape == (4, 14)
     for b in range(4):
@@ -207,7 +207,7 @@ def test_official_records_without_anchors_give_null_priors(tiny, tmp_path):
     items = [ManifestDataset(recs)[i] for i in range(3)]
     assert items[0]["anchors"] is None and items[1]["anchors"].mask.all()
     assert items[0]["image"].mode == "RGB" and items[1]["image"].size == (56, 84)
-    pri = Collator(proc)(items)["priors"]
+    pri = InputProcessor(proc)(items)["priors"]
     assert pri.mask.sum(1).tolist() == [0, 4, 0]
 
 
@@ -321,12 +321,12 @@ def test_empty_answers_special_tokens_and_overlong_records_are_refused(tiny, dat
     items = items_of(dataset_dir)
     for answer in ("", "  \n"):
         with pytest.raises(ValueError, match=r"record 'r1': empty answer"):
-            Collator(proc)([items[0], dict(items[1], answer=answer)])
-    Collator(proc, train=False)([dict(items[1], answer="")])  # evaluation does not supervise: fine
+            InputProcessor(proc)([items[0], dict(items[1], answer=answer)])
+    InputProcessor(proc, train=False)([dict(items[1], answer="")])  # evaluation does not supervise: fine
     with pytest.raises(ValueError, match=r"record 'r0': the answer contains the special token <\|im_end\|>"):
-        Collator(proc)([dict(items[0], answer="3<|im_end|>more")])
-    longest = int(Collator(proc)(items)["attention_mask"].sum(1).max())
-    Collator(proc, max_length=longest)(items)
+        InputProcessor(proc)([dict(items[0], answer="3<|im_end|>more")])
+    longest = int(InputProcessor(proc)(items)["attention_mask"].sum(1).max())
+    InputProcessor(proc, max_length=longest)(items)
     with pytest.raises(ValueError, match=rf"record 'r\d': {longest} tokens \(\d+ image \+ \d+ text\) exceed "
                                          rf"max_length {longest - 1}"):
-        Collator(proc, max_length=longest - 1)(items)
+        InputProcessor(proc, max_length=longest - 1)(items)

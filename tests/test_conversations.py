@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fusar_gpt.data.collate import IGNORE_INDEX, Collator
 from fusar_gpt.data.dataset import Conversations, ManifestDataset
+from fusar_gpt.inputs import IGNORE_INDEX, InputProcessor
 
 from .conftest import random_anchors, random_image
 
@@ -80,7 +80,7 @@ def test_every_turn_supervises_exactly_its_answer(tiny, conv_dir):
     data = ManifestDataset(conv_dir / "manifest.jsonl", split="train")
     conv = Conversations(data, turns=5, seed=0)
     items = [conv[i] for i in range(len(conv))]
-    batch = Collator(proc)(items)
+    batch = InputProcessor(proc)(items)
     tok = proc.tokenizer
     for b, item in enumerate(items):
         sup = (batch["labels"][b] != IGNORE_INDEX).nonzero().flatten().tolist()
@@ -112,9 +112,9 @@ def test_a_conversation_trains_the_same_answers_as_its_single_turns(tiny, conv_d
     model = FusarGPT(backbone, TLM(backbone.config.text_config.hidden_size), proc).eval()
     data = ManifestDataset(conv_dir / "manifest.jsonl", split="train")
     single = dict(data[0])
-    one = Collator(proc)([single])
+    one = InputProcessor(proc)([single])
     conv = dict(data[0], turns=[(single["question"], single["answer"])] + [QA[4]])
-    two = Collator(proc)([conv])
+    two = InputProcessor(proc)([conv])
     n = one["input_ids"].shape[1]
     assert torch.equal(two["input_ids"][0, :n - 1], one["input_ids"][0, :n - 1])  # up to the closing newline
     with torch.no_grad():

@@ -12,9 +12,10 @@ import torch
 from fusar_gpt.__main__ import main
 from fusar_gpt.chip import ChipSpec, load_chip, read_spec
 from fusar_gpt.infer import answer
+from fusar_gpt.inputs import build_inputs
 from fusar_gpt.model.backbone import load_backbone
 from fusar_gpt.model.export import export_run
-from fusar_gpt.model.fusar import FusarGPT, Priors, build_inputs
+from fusar_gpt.model.fusar import FusarGPT, Priors
 from fusar_gpt.model.loader import load_model
 from fusar_gpt.serve import BackgroundServer, ServeConfig, make_app
 

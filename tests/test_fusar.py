@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from fusar_gpt.inputs import build_inputs
 from fusar_gpt.model.backbone import load_backbone
-from fusar_gpt.model.fusar import FusarGPT, Priors, add_lora, build_inputs, lora_target_regex, set_stage
+from fusar_gpt.model.fusar import FusarGPT, Priors, add_lora, lora_target_regex, set_stage
 from fusar_gpt.model.tlm import TLM
 
 from .conftest import random_anchors, random_image

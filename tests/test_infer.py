@@ -50,7 +50,7 @@ def _direct(model, pixels, anchors) -> str:
 
 @torch.no_grad()
 def _logits(model, pixels, anchors) -> torch.Tensor:
-    from fusar_gpt.model.fusar import build_inputs
+    from fusar_gpt.inputs import build_inputs
 
     priors = Priors.stack([None if anchors is None else (anchors.features, anchors.positions, anchors.mask)])
     return model(**build_inputs(model.processor, [pixels], [Q]), priors=priors).logits[0, -1]

@@ -11,61 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from ..inputs import InputProcessor, Priors
 from .tlm import TLM
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclass
-class Priors:
-    """AEF anchors of a batch: ``features [B,S,P]``, ``positions [B,S,2]`` (y, x in [0,1]), ``mask [B,S]``."""
-
-    features: torch.Tensor
-    positions: torch.Tensor
-    mask: torch.Tensor
-
-    @classmethod
-    def stack(cls, items: Sequence[tuple], prior_dim: int = 64) -> Priors:
-        """Pad per-image ``(features, positions[, mask])`` to one batch; padding is masked out.
-
-        An image may have zero anchors (``features`` of shape [0, P]) or ``None``: it simply gets
-        no valid anchor and the TLM's missing-prior policy applies.
-        """
-        rows = []
-        for item in items:
-            if item is None:
-                rows.append((np.zeros((0, prior_dim), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, bool)))
-                continue
-            f = np.asarray(item[0], dtype=np.float32)
-            p = np.asarray(item[1], dtype=np.float32)
-            m = np.ones(len(f), bool) if len(item) < 3 or item[2] is None else np.asarray(item[2], dtype=bool)
-            if f.ndim != 2 or p.shape != (len(f), 2) or m.shape != (len(f),):
-                raise ValueError(f"anchors must be features [S,P], positions [S,2], mask [S]; got "
-                                 f"{f.shape}, {p.shape}, {m.shape}")
-            rows.append((f, p, m & np.isfinite(f).all(axis=1)))
-        s = max(1, max(len(r[0]) for r in rows))
-        dim = rows[0][0].shape[1] if rows else prior_dim
-        feats = np.zeros((len(rows), s, dim), np.float32)
-        pos = np.zeros((len(rows), s, 2), np.float32)
-        mask = np.zeros((len(rows), s), bool)
-        for i, (f, p, m) in enumerate(rows):
-            feats[i, : len(f)] = np.nan_to_num(f)
-            pos[i, : len(f)] = p
-            mask[i, : len(f)] = m
-        return cls(torch.from_numpy(feats), torch.from_numpy(pos), torch.from_numpy(mask))
-
-    def to(self, device: torch.device | str) -> Priors:
-        return Priors(self.features.to(device), self.positions.to(device), self.mask.to(device))
-
-    def __len__(self) -> int:
-        return self.features.shape[0]
 
 
 class FusarGPT(nn.Module):
@@ -127,10 +81,11 @@ class FusarGPT(nn.Module):
         """One answer per (image, question); images are PIL images or HxW[x3] uint8 arrays."""
         if self.processor is None:
             raise ValueError("answer() needs a processor; load the model with load_backbone()")
-        batch = build_inputs(self.processor, images, questions)
-        device = next(self.parameters()).device
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out = self.generate(**batch, priors=priors, max_new_tokens=max_new_tokens, **gen_kwargs)
+        batch = InputProcessor(self.processor, train=False, prior_dim=self.tlm.prior_dim).prompts(images, questions)
+        if priors is not None:
+            batch["priors"] = priors
+        batch = batch.to(next(self.parameters()).device)
+        out = self.generate(**batch, max_new_tokens=max_new_tokens, **gen_kwargs)
         new = out[:, batch["input_ids"].shape[1]:]
         return [t.strip() for t in self.processor.batch_decode(new, skip_special_tokens=True)]
 
@@ -138,23 +93,6 @@ class FusarGPT(nn.Module):
 def base_model(backbone: nn.Module) -> nn.Module:
     """The ``Qwen2_5_VLForConditionalGeneration`` inside a possibly peft-wrapped backbone."""
     return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-
-
-def build_inputs(processor, images: Sequence, questions: Sequence[str], answers: Sequence[str] | None = None) -> dict:
-    """Tokenised chat prompts (one image each) ready for :class:`FusarGPT`, left-padded for generation."""
-    from PIL import Image
-
-    if len(images) != len(questions):
-        raise ValueError(f"{len(images)} images but {len(questions)} questions")
-    pil = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in images]
-    pil = [im.convert("RGB") for im in pil]
-    texts = []
-    for i, q in enumerate(questions):
-        msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
-        if answers is not None:
-            msgs.append({"role": "assistant", "content": answers[i]})
-        texts.append(processor.apply_chat_template(msgs, add_generation_prompt=answers is None, tokenize=False))
-    return dict(processor(images=pil, text=texts, return_tensors="pt", padding=True))
 
 
 def lora_target_regex(targets: Sequence[str] = LORA_TARGETS) -> str:

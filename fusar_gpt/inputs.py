@@ -1,4 +1,8 @@
-"""Batches for training and evaluation: chat-formatted tokens, packed pixels, grids, priors, labels.
+"""The one input processor: chat turns -> tokens, labels masked from the chat template, anchors -> priors.
+
+Every path into the model goes through :class:`InputProcessor`: the training and evaluation batches (it is the
+DataLoader's ``collate_fn``), ``FusarGPT.answer`` (``ask``, ``detect-scene``) and the server's batcher, so a
+question is rendered, checked and paired with its anchors the same way everywhere.
 
 Label masking is derived from the chat template itself, never from hand-written offsets: each
 record's generation prompt (``add_generation_prompt=True``) must be a prefix of its full
@@ -13,16 +17,61 @@ nothing is silently left unsupervised.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..geo.anchors import Anchors
-from ..model.fusar import Priors
+from .geo.anchors import Anchors
 
 IGNORE_INDEX = -100
 END_OF_TURN = "<|im_end|>"
+
+
+@dataclass
+class Priors:
+    """AEF anchors of a batch: ``features [B,S,P]``, ``positions [B,S,2]`` (y, x in [0,1]), ``mask [B,S]``."""
+
+    features: torch.Tensor
+    positions: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def stack(cls, items: Sequence[tuple], prior_dim: int = 64) -> Priors:
+        """Pad per-image ``(features, positions[, mask])`` to one batch; padding is masked out.
+
+        An image may have zero anchors (``features`` of shape [0, P]) or ``None``: it simply gets
+        no valid anchor and the TLM's missing-prior policy applies.
+        """
+        rows = []
+        for item in items:
+            if item is None:
+                rows.append((np.zeros((0, prior_dim), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, bool)))
+                continue
+            f = np.asarray(item[0], dtype=np.float32)
+            p = np.asarray(item[1], dtype=np.float32)
+            m = np.ones(len(f), bool) if len(item) < 3 or item[2] is None else np.asarray(item[2], dtype=bool)
+            if f.ndim != 2 or p.shape != (len(f), 2) or m.shape != (len(f),):
+                raise ValueError(f"anchors must be features [S,P], positions [S,2], mask [S]; got "
+                                 f"{f.shape}, {p.shape}, {m.shape}")
+            rows.append((f, p, m & np.isfinite(f).all(axis=1)))
+        s = max(1, max(len(r[0]) for r in rows))
+        dim = rows[0][0].shape[1] if rows else prior_dim
+        feats = np.zeros((len(rows), s, dim), np.float32)
+        pos = np.zeros((len(rows), s, 2), np.float32)
+        mask = np.zeros((len(rows), s), bool)
+        for i, (f, p, m) in enumerate(rows):
+            feats[i, : len(f)] = np.nan_to_num(f)
+            pos[i, : len(f)] = p
+            mask[i, : len(f)] = m
+        return cls(torch.from_numpy(feats), torch.from_numpy(pos), torch.from_numpy(mask))
+
+    def to(self, device: torch.device | str) -> Priors:
+        return Priors(self.features.to(device), self.positions.to(device), self.mask.to(device))
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
 
 
 class Batch(dict):
@@ -52,7 +101,8 @@ def _as_rgb(image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _as_prior(anchors, rid: str):
+def as_prior(anchors, rid: str):
+    """One record's anchors as the ``(features, positions, mask)`` :meth:`Priors.stack` takes (None: no prior)."""
     if anchors is None or isinstance(anchors, tuple):
         return anchors
     if isinstance(anchors, Anchors):
@@ -64,8 +114,8 @@ def _as_prior(anchors, rid: str):
                      f"got {type(anchors).__name__}")
 
 
-class Collator:
-    """Turns dataset items (``ManifestDataset``) into a :class:`Batch`.
+class InputProcessor:
+    """Turns items (``ManifestDataset``'s, or :meth:`prompts`' image + question + anchors) into a :class:`Batch`.
 
     ``train=True``: prompt + answer, right padding (default), ``labels`` supervising exactly the
     answer tokens and the ``<|im_end|>`` closing them. ``train=False``: the generation prompt
@@ -108,7 +158,9 @@ class Collator:
                 msgs.append({"role": "assistant", "content": answer})
         return self.processor.apply_chat_template(msgs, add_generation_prompt=open_last, tokenize=False)
 
-    def _check_text(self, rid: str, question, answer) -> None:
+    def check_text(self, rid: str, question, answer=None) -> None:
+        """Refuse, in one line naming the record, a question (or, training, an answer) that is not a string, is
+        empty, or carries a chat special token that would break the conversation's structure."""
         if not isinstance(question, str):
             raise ValueError(f"record {rid!r}: question must be a string, got {type(question).__name__}")
         fields = [("question", question)]
@@ -131,7 +183,7 @@ class Collator:
         convs = [list(it.get("turns") or [(it["question"], it.get("answer"))]) for it in items]
         for rid, turns in zip(ids, convs):
             for q, a in turns:
-                self._check_text(rid, q, a)
+                self.check_text(rid, q, a)
         # prompts[b][k]: everything the model sees before answering turn k (earlier turns answered)
         prompts = [[self._render(turns[:k + 1], True) for k in range(len(turns))] for turns in convs]
         if self.train:
@@ -157,10 +209,24 @@ class Collator:
                                       "image_grid_thw")}
         if self.train:
             inputs["labels"] = self._labels(enc["input_ids"], enc["attention_mask"], prompts, ids)
-        inputs["priors"] = Priors.stack([_as_prior(it.get("anchors"), rid) for it, rid in zip(items, ids)],
+        inputs["priors"] = Priors.stack([as_prior(it.get("anchors"), rid) for it, rid in zip(items, ids)],
                                         self.prior_dim)
         return Batch(inputs, ids=ids, questions=[c[-1][0] for c in convs], answers=[c[-1][1] for c in convs],
                      tasks=[it.get("task") for it in items])
+
+    def prompts(self, images: Sequence, questions: Sequence[str], anchors: Sequence | None = None) -> Batch:
+        """Generation prompts for (image, question[, anchors]) triples: what ``FusarGPT.answer`` and the server
+        feed to ``generate``. Images are PIL images or HxW[x3] uint8 arrays; anchors as :func:`as_prior` takes."""
+        if self.train:
+            raise ValueError("prompts() makes generation batches: use InputProcessor(processor, train=False)")
+        if len(images) != len(questions):
+            raise ValueError(f"{len(images)} images but {len(questions)} questions")
+        anchors = [None] * len(images) if anchors is None else list(anchors)
+        if len(anchors) != len(images):
+            raise ValueError(f"{len(images)} images but anchors for {len(anchors)}")
+        return self([{"id": str(i), "image": im, "question": q, "anchors": a}
+                     for i, (im, q, a) in enumerate(zip(images, questions, anchors))])
+
 
     def _labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: list[list[str]],
                 ids: list[str]) -> torch.Tensor:
@@ -190,3 +256,22 @@ class Collator:
                     raise ValueError(f"record {rid!r}{turn}: the answer has no token to supervise")
                 labels[b, start + p: start + p + n + 1] = row[p: p + n + 1]
         return labels
+
+
+def build_inputs(processor, images: Sequence, questions: Sequence[str], answers: Sequence[str] | None = None) -> dict:
+    """Tokens and pixels of one-image chats (generation prompts, or with ``answers`` whole conversations), without
+    priors or labels: for callers that pass their own (tests, benchmarks). The same rendering as every batch."""
+    if answers is None:
+        batch = InputProcessor(processor, train=False).prompts(images, questions)
+    else:
+        if len(answers) != len(questions) or len(images) != len(questions):
+            raise ValueError(f"{len(images)} images, {len(questions)} questions and {len(answers)} answers")
+        batch = InputProcessor(processor, train=True)([{"id": str(i), "image": im, "question": q, "answer": a}
+                                                       for i, (im, q, a) in enumerate(zip(images, questions,
+                                                                                          answers))])
+    return {k: v for k, v in batch.items() if k not in ("priors", "labels")}
+
+
+def to_priors(anchors: Sequence, prior_dim: int = 64) -> Priors:
+    """Anchors of a batch (each an :class:`Anchors`, a tuple or None) as one padded :class:`Priors`."""
+    return Priors.stack([as_prior(a, str(i)) for i, a in enumerate(anchors)], prior_dim)
