@@ -39,6 +39,14 @@ def test_import_official_command(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["hidden_size"] == 24 and info["adapter"] is False
     assert load_tlm(tmp_path / "run").missing == "identity"
+    from fusar_gpt.chip import ChipSpec, read_spec
+
+    # the authors' inputs: their 504 frame, colour PNGs kept as they are
+    assert read_spec(tmp_path / "run") == ChipSpec(frame=504, eight_bit="rgb")
+    assert main(["import-official", str(tmp_path / "src"), "--out", str(tmp_path / "r224"), "--frame", "224"]) == 0
+    assert read_spec(tmp_path / "r224").frame == 224
+    assert main(["import-official", str(tmp_path / "src"), "--out", str(tmp_path / "bad"), "--frame", "500"]) == 2
+    assert "multiple of 28" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
