@@ -115,10 +115,3 @@ def _write_npz(path: Path, arrays: dict) -> None:
             with zf.open(info, "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
 
-
-def save_anchors(path, anchors: Anchors) -> Path:
-    return anchors.save(path)
-
-
-def load_anchors(path) -> Anchors:
-    return Anchors.load(path)
