@@ -28,6 +28,7 @@ from ..geo.plain import PLAIN_SUFFIXES, read_plain, to_gray
 from ..geo.raster import DEFAULT_MAX_PIXELS
 from ..io_atomic import write_bytes
 from .annotations import ImageAnnotations, Problem, read_annotations, validate_objects
+from .record import ManifestRecord
 from .tasks import PAPER_TASKS, TASKS, FrameObj, SceneInfo, build_qa
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -338,9 +339,9 @@ class Worker:
         records = []
         for qa in qas:
             k = counts[qa.task] = counts.get(qa.task, 0) + 1
-            records.append({"id": f"{job.stem}-{qa.task}-{k}", "image": image_rel, "aef": aef_rel,
-                            "coordinate_size": cfg.frame, "question": qa.question, "answer": qa.answer,
-                            "task": qa.task, "split": job.split, "meta": {**meta, **qa.meta}})
+            records.append(ManifestRecord(id=f"{job.stem}-{qa.task}-{k}", image=image_rel, aef=aef_rel,
+                                          coordinate_size=cfg.frame, question=qa.question, answer=qa.answer,
+                                          task=qa.task, split=job.split, meta={**meta, **qa.meta}).model_dump())
         return records
 
 

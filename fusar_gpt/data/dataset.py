@@ -27,9 +27,8 @@ from ..geo.anchors import Anchors
 from ..geo.frame import MODEL_PATCH
 from ..geo.plain import NOT_8BIT
 from ..geo.radiometry import to_uint8
+from .record import parse_record
 
-REQUIRED = ("id", "image", "coordinate_size", "question", "answer")  # the official fields but aef
-MAX_QUESTION_CHARS = 16_000  # far above any task prompt; a longer one is a broken or hostile record
 OFFICIAL_FRAME = 504  # the authors' coordinate frame, their default when a record does not say
 IMAGE_TAG = "<image>"
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -65,51 +64,22 @@ def _official(rec: dict, n: int) -> dict:
 
 
 def _check_record(rec, where: str, root: Path, n: int = 0) -> dict:
-    """Validate one parsed JSON line and return it normalised (absolute paths, defaults filled in)."""
-    if not isinstance(rec, dict):
-        raise ManifestError(f"{where}: expected a JSON object, got {_type(rec)}")
-    rec = _official(rec, n)
-    for key in REQUIRED:
-        if key not in rec:
-            raise ManifestError(f"{where}: missing field '{key}'")
-    rid = rec["id"]
-    if _is_int(rid):
-        rid = str(rid)
-    if not isinstance(rid, str) or not rid:
-        raise ManifestError(f"{where}: field 'id' must be a non-empty string, got {_type(rec['id'])}")
-    for key in ("question", "answer"):
-        if not isinstance(rec[key], str):
-            raise ManifestError(f"{where}: field '{key}' must be a string, got {_type(rec[key])}")
-    if len(rec["question"]) > MAX_QUESTION_CHARS:  # checked before any tokenizer sees it (50 MB aborted eval)
-        raise ManifestError(f"{where}: the question is {len(rec['question'])} characters, above the cap of "
-                            f"{MAX_QUESTION_CHARS}")
-    if not isinstance(rec["image"], str) or not rec["image"]:
-        raise ManifestError(f"{where}: field 'image' must be a non-empty path string, got {_type(rec['image'])}")
-    aef = rec.get("aef")
-    if aef is not None and not isinstance(aef, str):
-        raise ManifestError(f"{where}: field 'aef' must be a path string or null, got {_type(aef)}")
-    size = rec["coordinate_size"]
-    ok = (_is_int(size) and size > 0) or (
-        isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size))
-    if not ok:
-        raise ManifestError(f"{where}: field 'coordinate_size' must be a positive integer or [width, height], "
-                            f"got {json.dumps(size)}")
-    for key in ("task", "split"):
-        if rec.get(key) is not None and not isinstance(rec[key], str):
-            raise ManifestError(f"{where}: field '{key}' must be a string or null, got {_type(rec[key])}")
-    meta = rec.get("meta")
-    if meta is not None and not isinstance(meta, dict):
-        raise ManifestError(f"{where}: field 'meta' must be an object or null, got {_type(meta)}")
+    """Validate one parsed JSON line (:func:`record.parse_record`, after the authors' leniencies) and return it
+    normalised (absolute paths, defaults filled in)."""
+    try:
+        r = parse_record(_official(rec, n) if isinstance(rec, dict) else rec, where)
+    except ValueError as err:
+        raise ManifestError(str(err)) from None
     return {
-        "id": rid,
-        "image": str(root / rec["image"]),  # an absolute path stays as it is under "/"
-        "aef": str(root / aef) if aef else None,
-        "coordinate_size": size,
-        "question": rec["question"],
-        "answer": rec["answer"],
-        "task": rec.get("task"),
-        "split": rec.get("split"),
-        "meta": dict(meta or {}),
+        "id": r.id,
+        "image": str(root / r.image),  # an absolute path stays as it is under "/"
+        "aef": str(root / r.aef) if r.aef else None,
+        "coordinate_size": r.coordinate_size,
+        "question": r.question,
+        "answer": r.answer,
+        "task": r.task,
+        "split": r.split,
+        "meta": dict(r.meta or {}),
     }
 
 
