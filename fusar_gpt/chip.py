@@ -28,7 +28,7 @@ from .geo.anchors import Anchors
 from .geo.frame import MODEL_PATCH, FrameMap, to_model_frame
 from .geo.plain import PLAIN_SUFFIXES, InputTooLarge, read_plain, to_gray
 from .geo.radiometry import to_uint8
-from .geo.raster import DEFAULT_MAX_PIXELS, SarImage, read_sar
+from .geo.raster import DEFAULT_MAX_PIXELS, SarImage, open_raster, read_sar
 
 CHIP_FILE = "chip.json"
 CHIP_FORMAT = "fusar-gpt.chip/1"
@@ -203,23 +203,24 @@ def pixels_chip(pixels: np.ndarray, spec: ChipSpec, *, source: str, prior: Ancho
 
 def load_chip(image, spec: ChipSpec, *, store=None, bbox=None, year: int | None = None, anchors=None,
               no_aef: bool = False, data: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-              boxes=None) -> ModelChip:
+              boxes=None, name: str | None = None) -> ModelChip:
     """A file (a path, or ``data`` bytes with ``image`` as its display name) + geo -> :class:`ModelChip`.
 
     The prior comes from exactly one place: ``no_aef`` (none), ``anchors`` (an :class:`Anchors` or a .npz path),
     or ``store`` (an ``AEFStore``) sampled over the GeoTIFF's pixel grid in its acquisition year, or over ``bbox``
     in ``year`` for a PNG/JPEG. ``year`` overrides a GeoTIFF's date; ``bbox`` is the footprint of a GeoTIFF
-    without georeference. Anything missing is a one-line ``ValueError`` saying what to add.
+    without georeference. Anything missing is a one-line ``ValueError`` saying what to add. Messages name the
+    file as ``name`` (default: ``image``), so a server can show a client the name it sent, not its own path.
     """
     if anchors is not None and no_aef:
         raise ValueError("anchors and no-AEF contradict each other: give one")
-    name = str(image)
+    name = name or str(image)
     if data is None:
         path = Path(image)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such image file")
+            raise FileNotFoundError(f"{name}: no such image file")
         with open(path, "rb") as fh:
-            kind = sniff(fh.read(8)) or path.suffix.lower()
+            kind = sniff(fh.read(8))  # the bytes, never the name: a ".tif" of VRT XML is not a GeoTIFF
     else:
         path, kind = None, sniff(data)
     if kind not in RASTER_SUFFIXES + PLAIN_SUFFIXES:
@@ -264,11 +265,10 @@ def _prior(name, spec: ChipSpec, store, anchors, no_aef, footprint, year, raster
 
 
 def _raster_size(path: Path) -> tuple[int, int]:
-    import rasterio
     from rasterio.errors import RasterioError
 
     try:
-        with rasterio.open(path) as ds:
+        with open_raster(path) as ds:
             return ds.width, ds.height
     except RasterioError as err:
         raise ValueError(f"{path}: not a readable raster ({' '.join(str(err).split())})") from None
@@ -277,9 +277,12 @@ def _raster_size(path: Path) -> tuple[int, int]:
 @contextmanager
 def _as_file(path, data: bytes | None, suffix: str, name: str):
     """A path for rasterio: the file itself, or the bytes in a temporary file removed on exit. Errors name
-    the image as the caller knows it, never the temporary file."""
+    the image as the caller knows it (``name``), never the temporary file or the resolved path."""
     if data is None:
-        yield Path(path)
+        try:
+            yield Path(path)
+        except (ValueError, GeoError) as err:
+            raise type(err)(str(err).replace(str(path), name)) from None
         return
     fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="fusar-upload-")
     try:

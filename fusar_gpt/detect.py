@@ -59,16 +59,15 @@ def merge(dets: list[Detection], iou: float = 0.5, contain: float = 0.5) -> list
 
 def _scene_header(path: Path):
     """Size, CRS, geotransform and date of a scene without reading its pixels."""
-    import rasterio
     from rasterio.errors import RasterioError
     from rasterio.transform import from_gcps
 
-    from .geo.raster import acquisition_date
+    from .geo.raster import acquisition_date, open_raster
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such scene file")
     try:
-        with rasterio.open(path) as ds:
+        with open_raster(path) as ds:
             gcps, gcp_crs = ds.gcps
             if ds.crs is not None and not ds.transform.is_identity:
                 crs, transform = ds.crs, ds.transform

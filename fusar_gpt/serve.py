@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request  # at module level: FastAPI resolves the handlers' annotations here
 
+from .data.record import MAX_QUESTION_CHARS
 from .inputs import END_OF_TURN, InputProcessor
 from .serve_api import ApiError, parse_chat, prepare_request
+from .serve_limits import PixelBudget
 
 log = logging.getLogger("fusar_gpt.serve")
 API_KEY_ENV = "FUSAR_GPT_API_KEY"
@@ -45,6 +47,8 @@ class ServeConfig:
     max_body_bytes: int = 32 * 2**20
     max_image_pixels: int = 10000 * 10000
     max_tokens: int = 1024                  # cap on a request's max_tokens
+    max_prompt_tokens: int = 512            # cap on a question's tokens (a task prompt is under 50)
+    body_timeout_s: float = 30.0            # a client that sends its body slower than this is cut off (408)
     default_max_tokens: int = 256
     timeout_s: float = 120.0
     max_batch: int = 8
@@ -66,13 +70,13 @@ class ServeConfig:
             raise ValueError(f"--no-auth is allowed only on a loopback host (127.0.0.1, ::1, localhost), not on "
                              f"{self.host!r}: anyone on the network could use the model")
         for name in ("max_body_bytes", "max_image_pixels", "max_tokens", "default_max_tokens", "max_batch",
-                     "max_queue"):
+                     "max_queue", "max_prompt_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.default_max_tokens > self.max_tokens:
             raise ValueError(f"default max tokens {self.default_max_tokens} is above the cap {self.max_tokens}")
-        if not self.timeout_s > 0 or self.batch_wait_ms < 0:
-            raise ValueError("the timeout must be positive and the batch wait non-negative")
+        if not self.timeout_s > 0 or not self.body_timeout_s > 0 or self.batch_wait_ms < 0:
+            raise ValueError("the timeouts must be positive and the batch wait non-negative")
 
 
 def is_loopback(host: str) -> bool:
@@ -179,7 +183,7 @@ def _error(status: int, message: str, kind: str, headers: dict | None = None):
     from fastapi.responses import JSONResponse
 
     types = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-             404: "not_found_error", 413: "request_too_large", 503: "server_busy", 504: "timeout"}
+             404: "not_found_error", 408: "timeout", 413: "request_too_large", 503: "server_busy", 504: "timeout"}
     return JSONResponse({"error": {"message": message, "type": types.get(status, "server_error"), "param": None,
                                    "code": kind}}, status_code=status, headers=headers)
 
@@ -197,6 +201,23 @@ def make_app(model, config: ServeConfig):
     batcher = Batcher(model, config.max_batch, config.batch_wait_ms / 1000, config.max_queue)
     app.state.batcher, app.state.config = batcher, config
     check = InputProcessor(model.processor, train=False).check_text  # the batcher's own rule, before queueing
+    tokenizer = model.processor.tokenizer
+    budget = PixelBudget(config.max_image_pixels)  # concurrent decodes share one maximum-size image's pixels
+
+    def check_question(question: str) -> None:
+        """Refused before it is queued: one long question makes every batch it joins slow for everyone (measured:
+        a 2 MB question blocked all clients for 347 s). Characters first, so the tokenizer never sees megabytes."""
+        if len(question) > MAX_QUESTION_CHARS:
+            raise ApiError(400, f"the question is {len(question)} characters, above the limit of {MAX_QUESTION_CHARS}",
+                           "question_too_long")
+        n = len(tokenizer(question)["input_ids"])
+        if n > config.max_prompt_tokens:
+            raise ApiError(400, f"the question is {n} tokens, above this server's limit of {config.max_prompt_tokens}",
+                           "question_too_long")
+        try:
+            check("request", question)
+        except ValueError as err:  # a chat special token would rewrite the conversation: 400, never a 500
+            raise ApiError(400, str(err).replace("record 'request': the", "the"), "bad_question") from None
     created = int(time.time())
 
     @app.exception_handler(ApiError)
@@ -225,13 +246,22 @@ def make_app(model, config: ServeConfig):
         if size.isdigit() and int(size) > config.max_body_bytes:
             raise ApiError(413, f"request body of {size} bytes is above the limit of {config.max_body_bytes}",
                            "body_too_large")
-        chunks, n = [], 0
-        async for chunk in request.stream():
-            n += len(chunk)
-            if n > config.max_body_bytes:
-                raise ApiError(413, f"request body is above the limit of {config.max_body_bytes} bytes",
-                               "body_too_large")
-            chunks.append(chunk)
+        chunks = []
+
+        async def receive():
+            n = 0
+            async for chunk in request.stream():
+                n += len(chunk)
+                if n > config.max_body_bytes:
+                    raise ApiError(413, f"request body is above the limit of {config.max_body_bytes} bytes",
+                                   "body_too_large")
+                chunks.append(chunk)
+
+        try:  # a client trickling its body must not hold a connection (and its memory) indefinitely
+            await asyncio.wait_for(receive(), timeout=config.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {config.body_timeout_s:g} s",
+                           "body_timeout") from None
         return b"".join(chunks)
 
     @app.get("/health")
@@ -250,13 +280,11 @@ def make_app(model, config: ServeConfig):
         authorize(request)
         started = time.monotonic()
         req = parse_chat(await read_body(request), config)
-        try:
-            check("request", req["question"])
-        except ValueError as err:  # a chat special token would rewrite the conversation: 400, never a 500
-            raise ApiError(400, str(err).replace("record 'request': the", "the"), "bad_question") from None
+        check_question(req["question"])
 
         async def work():
-            item = await run_in_threadpool(prepare_request, req, config)
+            left = max(config.timeout_s - (time.monotonic() - started), 0)
+            item = await run_in_threadpool(prepare_request, req, config, budget, left)
             return await asyncio.wrap_future(batcher.submit(item, req["question"], req["max_tokens"]))
 
         try:

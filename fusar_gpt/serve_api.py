@@ -13,7 +13,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from .serve_limits import Busy, PixelBudget, header_pixels
+
+YEARS = (1900, 2100)  # as the AEF store: a year outside is a typo, not a request for the nearest year
 
 
 class ApiError(Exception):
@@ -28,11 +36,48 @@ def _bad(message: str, code: str = "invalid_request") -> ApiError:
     return ApiError(400, message, code)
 
 
-def _max_tokens(body: dict, config) -> int:
-    value = body.get("max_completion_tokens", body.get("max_tokens"))
+class ChatRequest(BaseModel):
+    """The body fields this server reads (others, such as ``temperature``, are ignored). Strict types: ``"5"`` is
+    not a number of tokens and ``1`` is not ``true``. ``messages`` is checked by :func:`_content`, whose rules
+    (one user message, one image part) pydantic's unions would only make harder to explain."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    model: StrictStr | None = None
+    messages: list[Any]
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    stream: StrictBool | None = False
+    n: StrictInt = 1
+    no_aef: StrictBool = False
+    year: Annotated[StrictInt, Field(ge=YEARS[0], le=YEARS[1])] | None = None
+    bbox: Any = None
+    anchors: dict[str, Any] | StrictStr | None = None
+
+
+FIELD_RULES = {"model": "model must be a string", "messages": "messages must be a non-empty list",
+               "max_tokens": "max_tokens must be a positive integer", "n": "n must be 1",
+               "max_completion_tokens": "max_completion_tokens must be a positive integer",
+               "stream": "stream must be true or false (and streaming is not supported: send false)",
+               "no_aef": "no_aef must be true or false", "year": f"year must be an integer in {YEARS[0]}..{YEARS[1]}",
+               "anchors": "anchors must be {features, positions[, mask]} arrays or the path of an .npz file"}
+
+
+def _validated(body: dict) -> ChatRequest:
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as err:
+        field = str(err.errors()[0]["loc"][0]) if err.errors()[0]["loc"] else ""
+        rule = FIELD_RULES.get(field, f"{field} is not valid")
+        got = json.dumps(body.get(field))
+        raise _bad(f"{rule}, got {got if len(got) <= 40 else got[:40] + '...'}") from None
+
+
+def _max_tokens(req: ChatRequest, config) -> int:
+    value = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     if value is None:
         return int(config.default_max_tokens)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if value < 1:
         raise _bad(f"max_tokens must be a positive integer, got {value!r}")
     if value > config.max_tokens:
         raise _bad(f"max_tokens {value} is above this server's limit of {config.max_tokens}", "max_tokens_too_large")
@@ -93,28 +138,20 @@ def _image(url: str) -> dict:
     return {"path": url[len("file://"):] if url.startswith("file://") else url}
 
 
-def _geo(body: dict) -> dict:
+def _geo(req: ChatRequest) -> dict:
     from .geo import GeoError, check_bbox
     from .geo.anchors import Anchors
 
-    geo = {"no_aef": body.get("no_aef", False)}
-    if not isinstance(geo["no_aef"], bool):
-        raise _bad("no_aef must be true or false")
-    year = body.get("year")
-    if year is not None and (isinstance(year, bool) or not isinstance(year, int)):
-        raise _bad(f"year must be an integer, got {year!r}")
-    geo["year"] = year
+    geo = {"no_aef": req.no_aef, "year": req.year}
     try:
-        geo["bbox"] = None if body.get("bbox") is None else check_bbox(body["bbox"])
-        anchors = body.get("anchors")
+        geo["bbox"] = None if req.bbox is None else check_bbox(req.bbox)
+        anchors = req.anchors
         if isinstance(anchors, dict):
             geo["anchors"] = Anchors(anchors.get("features"), anchors.get("positions"),
                                      anchors.get("mask", [True] * len(anchors.get("positions") or [])))
         elif isinstance(anchors, str):
             geo["anchors_path"] = anchors
-        elif anchors is not None:
-            raise _bad("anchors must be {features, positions[, mask]} arrays or the path of an .npz file")
-    except (GeoError, TypeError, ValueError) as err:
+    except (GeoError, TypeError, ValueError, OverflowError) as err:
         raise _bad(" ".join(str(err).split())) from None
     if geo["no_aef"] and (geo.get("anchors") is not None or geo.get("anchors_path")):
         raise _bad("anchors and no_aef contradict each other: give one")
@@ -128,18 +165,22 @@ def parse_chat(raw: bytes, config) -> dict:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise _bad("the request body is not valid JSON", "invalid_json") from None
+    except RecursionError:  # a body of 200,000 nested lists: the decoder's stack, never a 500
+        raise _bad("the request body is nested too deeply", "invalid_json") from None
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
-    model = body.get("model")
-    if model is not None and model != config.model_name:
-        raise ApiError(404, f"model {model!r} does not exist; this server serves {config.model_name!r}",
+    if "messages" not in body:
+        raise _bad("messages must be a non-empty list")
+    req = _validated(body)
+    if req.model is not None and req.model != config.model_name:
+        raise ApiError(404, f"model {req.model!r} does not exist; this server serves {config.model_name!r}",
                        "model_not_found")
-    if body.get("stream"):
+    if req.stream:
         raise _bad("streaming is not supported: send stream false")
-    if body.get("n", 1) != 1:
+    if req.n != 1:
         raise _bad("n must be 1 (answers are greedy: every choice would be the same)")
-    question, url = _content(body.get("messages"))
-    return {"question": question, "max_tokens": _max_tokens(body, config), "image": _image(url), "geo": _geo(body)}
+    question, url = _content(req.messages)
+    return {"question": question, "max_tokens": _max_tokens(req, config), "image": _image(url), "geo": _geo(req)}
 
 
 def under_root(name: str, root) -> Path:
@@ -152,7 +193,7 @@ def under_root(name: str, root) -> Path:
     try:
         path = Path(name)
         real = (path if path.is_absolute() else base / path).resolve()
-    except (ValueError, OSError):  # a NUL byte, a symlink loop, ...
+    except (ValueError, OSError, RuntimeError):  # a NUL byte, a symlink loop (RuntimeError in Python 3.11), ...
         raise _bad(f"not a usable path: {name!r}", "bad_path") from None
     if not real.is_relative_to(base):
         raise ApiError(403, f"path {name!r} is outside the server's image root", "path_not_allowed")
@@ -161,8 +202,9 @@ def under_root(name: str, root) -> Path:
     return real
 
 
-def prepare_request(req: dict, config):
-    """The request's :class:`~fusar_gpt.chip.ModelChip` (runs in a worker thread: it reads files)."""
+def prepare_request(req: dict, config, budget: PixelBudget | None = None, timeout: float = 0.0):
+    """The request's :class:`~fusar_gpt.chip.ModelChip` (runs in a worker thread: it reads files). With a
+    ``budget``, the decoding waits up to ``timeout`` s for its pixels (503 when they cannot be had)."""
     from .chip import InputTooLarge, load_chip
 
     geo = dict(req["geo"])
@@ -171,13 +213,20 @@ def prepare_request(req: dict, config):
     if config.store is None and geo.get("anchors") is None and not geo["no_aef"]:
         raise _bad("this server has no AEF store: send anchors, or no_aef: true", "no_aef_store")
     image = req["image"]
+    path = None if "data" in image else under_root(image["path"], config.image_root)
     try:
-        if "data" in image:
-            return load_chip("uploaded image", config.chip, data=image["data"], store=config.store,
-                           max_pixels=config.max_image_pixels, **geo)
-        return load_chip(under_root(image["path"], config.image_root), config.chip, store=config.store,
-                       max_pixels=config.max_image_pixels, **geo)
+        with (budget.reserve(header_pixels(path, image.get("data")), timeout) if budget else nullcontext()):
+            if path is None:
+                return load_chip("uploaded image", config.chip, data=image["data"], store=config.store,
+                                 max_pixels=config.max_image_pixels, **geo)
+            return load_chip(path, config.chip, name=image["path"], store=config.store,
+                             max_pixels=config.max_image_pixels, **geo)
+    except Busy as err:
+        raise ApiError(503, str(err), "server_busy", {"Retry-After": "1"}) from None
     except InputTooLarge as err:
         raise ApiError(413, str(err), "image_too_large") from None
     except (ValueError, FileNotFoundError) as err:
-        raise _bad(" ".join(str(err).split())) from None
+        message = " ".join(str(err).split())
+        if config.image_root:  # never show the server's own folders
+            message = message.replace(str(Path(config.image_root).resolve()), "<image root>")
+        raise _bad(message) from None

@@ -137,9 +137,11 @@ def plan(cfg: BuildConfig) -> tuple[list[Job], list[Problem]]:
     if cfg.fmt == "yolo":
         import rasterio
 
+        from ..geo.raster import open_raster
+
         for p in paths:
             try:
-                with rasterio.open(p) as ds:
+                with open_raster(p) as ds:
                     sizes[p.stem] = (ds.width, ds.height)
             except rasterio.errors.RasterioIOError:
                 pass

@@ -255,6 +255,17 @@ def _valid_mask(arr: np.ndarray, nodata) -> np.ndarray:
     return arr != arr.dtype.type(nodata)
 
 
+SAR_DRIVER = "GTiff"  # GeoTIFF and COG; see open_raster
+
+
+def open_raster(path):
+    """``rasterio.open`` for an input raster, limited to the GeoTIFF driver. Why: GDAL opens whatever a file's
+    bytes say, so a ``.tif`` holding VRT XML reads files anywhere on the disk, or fetches ``/vsicurl/`` URLs,
+    on behalf of whoever supplied it (measured: a served image root was escaped this way). A GeoTIFF references
+    no other file. A refused file raises ``RasterioError`` as any unreadable file does."""
+    return rasterio.open(path, driver=SAR_DRIVER)
+
+
 def read_sar(path, band: int | None = None, *, window=None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
              footprint=None, date=None, scale: str | None = None, bands: str | None = None,
              pol: str | None = None) -> SarImage:
@@ -281,7 +292,7 @@ def read_sar(path, band: int | None = None, *, window=None, max_pixels: int | No
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
-            ds = rasterio.open(path)
+            ds = open_raster(path)
         except RasterioError as e:
             raise GeoError(f"{path}: not a readable raster ({_one_line(e)})") from None
         with ds:

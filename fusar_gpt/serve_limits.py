@@ -1,0 +1,73 @@
+"""Bounds on what concurrent requests may cost the server at once: pixels being decoded.
+
+The per-image pixel cap bounds one request; it does not bound six at once. A 1-bit PNG of 9500 x 9500 px is
+11 KB on the wire and about 90 MB once decoded (more while it is converted and resized): six of them in the
+worker threads took the server from 0.8 to 5.8 GB (measured). So decoding draws from one shared budget of
+pixels (by default one maximum-size image): a request waits for its share, and one that cannot get it within
+its own deadline is answered 503 instead of taking the memory. The header is read first (no pixel decoded), so
+the wait costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class Busy(Exception):
+    """The budget could not be had in time (the server answers 503)."""
+
+
+class PixelBudget:
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"the pixel budget must be positive, got {capacity}")
+        self.capacity, self.used = int(capacity), 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def reserve(self, pixels: int, timeout: float):
+        """Hold ``pixels`` of the budget (capped at the whole budget) for the block; :class:`Busy` after
+        ``timeout`` seconds of waiting."""
+        want = max(1, min(int(pixels), self.capacity))
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._cond:
+            while self.used + want > self.capacity:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cond.wait(left):
+                    if self.used + want > self.capacity:
+                        raise Busy(f"the server is decoding other images ({self.used} of {self.capacity} pixels "
+                                   f"in use); retry shortly")
+            self.used += want
+        try:
+            yield want
+        finally:
+            with self._cond:
+                self.used -= want
+                self._cond.notify_all()
+
+
+def header_pixels(path: Path | None = None, data: bytes | None = None) -> int:
+    """Width x height from the image's header alone (0 when it cannot be read: the reader then refuses it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    src = io.BytesIO(data) if data is not None else path
+    try:
+        with Image.open(src) as im:  # lazy: PNG/JPEG/TIFF headers only, no pixel decoded
+            return int(im.width) * int(im.height)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        pass
+    if path is None:
+        return 0
+    from rasterio.errors import RasterioError
+
+    from .geo.raster import open_raster
+
+    try:
+        with open_raster(path) as ds:
+            return int(ds.width) * int(ds.height)
+    except (RasterioError, OSError):
+        return 0
