@@ -18,9 +18,11 @@ from pathlib import Path
 
 import yaml
 
+from .data.tasks import stage_tasks
+
 STAGE_TRAINABLE = {1: "tlm+lora", 2: "lora"}
 TRAINABLE = ("tlm+lora", "tlm", "lora", "backbone")
-STAGE_TASKS = {1: ("caption",), 2: ("count", "locate", "classify", "detect")}
+STAGE_TASKS = {stage: stage_tasks(stage) for stage in (1, 2)}  # from the task registry
 
 
 class RecipeError(ValueError):

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from .chip import ChipSpec, dataset_spec
+from .data.tasks import REGISTRY
 from .io_atomic import write_json, write_jsonl
 from .model.loader import load_model
 
-# enough for the canonical answers of each task (captions and box lists are the long ones)
-MAX_NEW_TOKENS = {"count": 8, "locate": 32, "classify": 12, "detect": 160, "caption": 192, "landcover": 8}
+# enough for the canonical answers of each task (captions and box lists are the long ones): the registry's budgets
+MAX_NEW_TOKENS = {name: t.max_new_tokens for name, t in REGISTRY.items()}
 
 
 @torch.no_grad()

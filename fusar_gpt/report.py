@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .data.tasks import parse_boxes, parse_label, truth_boxes
+from .data.tasks import REPORT_ORDER, parse_boxes, parse_label, truth_boxes
 from .geo.plain import NOT_8BIT
 from .io_atomic import atomic_path
 
-TASK_ORDER = ("count", "locate", "classify", "landcover", "detect", "caption")
 LOWER_IS_BETTER = frozenset({"mae"})
 NOT_FRACTION = frozenset({"n", "mae", "cider"})  # everything else is a fraction in [0, 1]
 MISSING = "—"
@@ -54,7 +53,7 @@ def _base(metric: str) -> str:
 
 
 def _task_key(task: str):
-    return (TASK_ORDER.index(task), "") if task in TASK_ORDER else (len(TASK_ORDER), task)
+    return (REPORT_ORDER.index(task), "") if task in REPORT_ORDER else (len(REPORT_ORDER), task)
 
 
 def flatten(metrics: Mapping | None) -> dict[tuple[str, str], tuple[float, tuple[float, float] | None]]:

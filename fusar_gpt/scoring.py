@@ -42,115 +42,20 @@ import math
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .boxes import iou
-from .data.tasks import (
-    LANDCOVER_WORDS,
-    TASKS,
-    cells_in_order,
-    parse_boxes,
-    parse_cells,
-    parse_count,
-    parse_label,
-    truth_boxes,
-    truth_cells,
-    truth_count,
-)
-
-THRESHOLDS = (0.25, 0.5)
-ROUGE_BETA = 1.2
-CIDER_SIGMA = 6.0
-_TOKEN_RE = re.compile(r"\d+(?:\.\d+)+|[^\W_]+")
+from .boxes import iou  # noqa: F401  (re-exported: callers read IoU, tokens and LCS from here)
+from .data.tasks import LANDCOVER_WORDS, REGISTRY, TASKS
+from .outcomes import CIDER_SIGMA, ROUGE_BETA, THRESHOLDS, Figures, lcs, match_boxes, tokens  # noqa: F401
 
 
 # ---------------------------------------------------------------- per-record outcomes
-def tokens(text: str) -> list[str]:
-    """Caption tokens: lowercased runs of letters/digits, decimals kept whole; punctuation and ``_`` separate."""
-    return _TOKEN_RE.findall(text.lower()) if isinstance(text, str) else []
-
-
-def match_boxes(preds: Sequence[dict], truth: Sequence[dict], asked: str) -> list[float]:
-    """IoUs of the greedy one-to-one matches (descending IoU, same label; empty predicted label = ``asked``).
-    Matching once and counting IoU >= t equals matching among the pairs >= t: those pairs come first."""
-    lab = lambda d: (d.get("label") or asked).strip().lower()
-    pairs = sorted((-v, i, j) for i, p in enumerate(preds) for j, g in enumerate(truth)
-                   if lab(p) == lab(g) and (v := iou(p["bbox_2d"], g["bbox_2d"])) > 0)
-    used_p, used_g, out = set(), set(), []
-    for v, i, j in pairs:
-        if i not in used_p and j not in used_g:
-            used_p.add(i), used_g.add(j), out.append(-v)
-    return out
-
-
-def _truth(rec, fn):
-    try:
-        return fn(rec["answer"])
-    except ValueError as err:
-        raise ValueError(f"record {rec['id']!r}: {err}") from None
-
-
-def _ngrams(toks: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
-
-
-def lcs(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence, bit-parallel over ``b`` (Hyyro): fast for long captions."""
-    if not a or not b:
-        return 0
-    masks: dict[str, int] = {}
-    for j, t in enumerate(b):
-        masks[t] = masks.get(t, 0) | (1 << j)
-    full = (1 << len(b)) - 1
-    v = full
-    for t in a:
-        u = v & masks.get(t, 0)
-        v = ((v + u) | (v - u)) & full
-    return len(b) - bin(v).count("1")
-
-
-def _caption(recs, predictions) -> list[dict]:
-    refs = []
-    for r in recs:
-        refs.append(tokens(r["answer"]))
-        if not refs[-1]:
-            raise ValueError(f"record {r['id']!r}: caption answer has no words, got {r['answer']!r:.80}")
-    hyps = [tokens(predictions.get(r["id"], "")) for r in recs]
-    ref_grams = [[_ngrams(t, n) for n in range(1, 5)] for t in refs]
-    df: Counter = Counter()
-    for grams in ref_grams:
-        for g in grams:
-            df.update(g.keys())
-    log_n = math.log(len(recs))
-
-    def vec(g: Counter):
-        w = {k: tf * (log_n - math.log(max(1, df[k]))) for k, tf in g.items()}
-        return w, math.sqrt(sum(x * x for x in w.values()))
-
-    out = []
-    for r, hyp, ref, rg in zip(recs, hyps, refs, ref_grams):
-        hg = [_ngrams(hyp, n) for n in range(1, 5)]
-        matches = [sum(min(c, g.get(k, 0)) for k, c in h.items()) for h, g in zip(hg, rg)]
-        totals = [max(len(hyp) - n + 1, 0) for n in range(1, 5)]
-        common = lcs(hyp, ref)
-        p, rc = (common / len(hyp), common / len(ref)) if common else (0.0, 0.0)
-        rouge = (1 + ROUGE_BETA**2) * p * rc / (rc + ROUGE_BETA**2 * p) if common else 0.0
-        penalty = math.exp(-((len(hyp) - len(ref)) ** 2) / (2 * CIDER_SIGMA**2))
-        sims = []
-        for h, g in zip(hg, rg):
-            (wh, nh), (wr, nr) = vec(h), vec(g)
-            val = sum(min(x, wr[k]) * wr[k] for k, x in wh.items() if k in wr)
-            sims.append(val / (nh * nr) * penalty if nh and nr else 0.0)
-        out.append({"id": r["id"], "matches": matches, "totals": totals, "hyp_len": len(hyp), "ref_len": len(ref),
-                    "rougeL": rouge, "cider": 10.0 * sum(sims) / 4})
-    return out
-
-
 def per_record(records: Sequence[dict], predictions: Mapping[str, str]) -> dict[str, list[dict]]:
-    """Task -> one JSON-able outcome per record (record order); ``score`` and ``paired`` aggregate exactly these.
-    ``pred`` is the parsed prediction (None = unparseable/missing); classify outcomes give confusion pairs."""
+    """Task -> one JSON-able outcome per record (record order; tasks in registry order); ``score`` and ``paired``
+    aggregate exactly these. ``pred`` is the parsed prediction (None = unparseable/missing); classify outcomes
+    give confusion pairs. Each task's rows are its registry entry's ``outcomes``."""
     groups: dict[str, list[dict]] = {}
     seen = set()
     for r in records:
@@ -160,102 +65,14 @@ def per_record(records: Sequence[dict], predictions: Mapping[str, str]) -> dict[
             raise ValueError(f"record {r['id']!r} appears twice; predictions are matched by id")
         seen.add(r["id"])
         groups.setdefault(r["task"], []).append(r)
-    out: dict[str, list[dict]] = {}
-    for task in (t for t in TASKS if t in groups):
-        recs, rows = groups[task], []
-        if task == "caption":
-            out[task] = _caption(recs, predictions)
-            continue
-        choices_of_level: dict = {}
-        for r in recs if task == "classify" else ():
-            choices_of_level.setdefault((r.get("meta") or {}).get("level"), set()).add(r["answer"])
-        for r in recs:
-            meta, text = r.get("meta") or {}, predictions.get(r["id"])
-            row = {"id": r["id"]}
-            if task == "count":
-                true, pred = _truth(r, truth_count), parse_count(text)
-                err = None if pred is None else abs(pred - true)
-                row.update({"class": meta.get("class"), "true": true, "pred": pred, "correct": err == 0,
-                            "within1": err is not None and err <= 1, "abs_err": err})
-            elif task == "locate":
-                truth = _truth(r, truth_cells)
-                g = set(truth)
-                pred = parse_cells(text) if isinstance(text, str) else None
-                p = set(pred or ())
-                first = (cells_in_order(text) or pred or [None])[0] if pred is not None else None
-                row.update({"class": meta.get("class"), "true": truth, "pred": pred,
-                            "first": first, "acc100": pred is not None and p == g,
-                            "acc50": pred is not None and 2 * len(p & g) >= len(p | g),
-                            "top1": pred is not None and (first in g if g else not p)})
-            elif task in ("classify", "landcover"):
-                choices = meta.get("choices") or (sorted(choices_of_level[meta.get("level")]) if task == "classify"
-                                                  else LANDCOVER_WORDS)
-                true = r["answer"]
-                if not true or true != true.strip() or true not in choices:
-                    raise ValueError(f"record {r['id']!r}: {task} answer must be one of {list(choices)}, "
-                                     f"got {true!r}")
-                pred = parse_label(text, choices)
-                row.update(level=meta.get("level"), true=true, pred=pred, correct=pred == true)
-            else:  # detect
-                truth = _truth(r, truth_boxes)
-                asked = meta.get("class") or (truth[0]["label"] if truth else "")
-                preds = parse_boxes(text) or []
-                ious = match_boxes(preds, truth, asked)
-                row.update({"class": asked, "n_true": len(truth), "n_pred": len(preds)})
-                for t in THRESHOLDS:
-                    tp = sum(v >= t for v in ious)
-                    row.update({f"tp@{t}": tp, f"fp@{t}": len(preds) - tp, f"fn@{t}": len(truth) - tp})
-            rows.append(row)
-        out[task] = rows
-    return out
+    return {task: REGISTRY[task].outcomes(groups[task], predictions) for task in TASKS if task in groups}
 
 
 # ---------------------------------------------------------------- aggregates as functions of summed columns
-def _ratio(num, den, empty):
-    """num/den elementwise; ``empty`` where den == 0."""
-    num, den = np.asarray(num, float), np.asarray(den, float)
-    return np.where(den > 0, num / np.where(den > 0, den, 1), empty)
-
-
-def _prf(tp, fp, fn):
-    clean = np.where((fp == 0) & (fn == 0), 1.0, 0.0)
-    return _ratio(tp, tp + fp, clean), _ratio(tp, tp + fn, clean), np.where(tp > 0, _ratio(2 * tp, 2 * tp + fp + fn,
-                                                                                           0.0), clean)
-
-
-def _bleu(s):
-    m, t, c, r = s[..., 0:4], s[..., 4:8], s[..., 8], s[..., 9]
-    ok = np.all(m > 0, axis=-1) & (c > 0)
-    logp = np.log(np.where(m > 0, m, 1) / np.where(t > 0, t, 1)).mean(axis=-1)
-    bp = np.where(c > r, 0.0, 1 - r / np.where(c > 0, c, 1))
-    return np.where(ok, np.exp(np.where(ok, logp + bp, 0.0)), 0.0)
-
-
-Figures = dict[str, Callable[[np.ndarray], np.ndarray]]
-
-
 def _table(task: str, rows: list[dict]) -> tuple[np.ndarray, Figures]:
     """Per-record columns V (n, k) and each figure as a function of column sums (works on (k,) and (B, k))."""
-    if task == "count":
-        v = [[r["correct"], r["within1"], r["abs_err"] or 0, r["abs_err"] is not None, 1] for r in rows]
-        figs = {"acc": lambda s: s[..., 0] / s[..., 4], "mae": lambda s: _ratio(s[..., 2], s[..., 3], np.nan),
-                "acc_within1": lambda s: s[..., 1] / s[..., 4]}
-    elif task == "locate":
-        v = [[r["acc100"], r["acc50"], r["top1"], 1] for r in rows]
-        figs = {k: (lambda s, j=j: s[..., j] / s[..., 3]) for j, k in enumerate(("acc100", "acc50", "top1"))}
-    elif task in ("classify", "landcover"):
-        v = [[r["correct"], 1] for r in rows]
-        figs = {"acc": lambda s: s[..., 0] / s[..., 1]}
-    elif task == "detect":
-        v = [[r[f"{c}@{t}"] for t in THRESHOLDS for c in ("tp", "fp", "fn")] for r in rows]
-        figs = {"f1@0.25": lambda s: _prf(s[..., 0], s[..., 1], s[..., 2])[2],
-                "f1@0.5": lambda s: _prf(s[..., 3], s[..., 4], s[..., 5])[2],
-                "precision@0.5": lambda s: _prf(s[..., 3], s[..., 4], s[..., 5])[0],
-                "recall@0.5": lambda s: _prf(s[..., 3], s[..., 4], s[..., 5])[1]}
-    else:
-        v = [[*r["matches"], *r["totals"], r["hyp_len"], r["ref_len"], r["rougeL"], r["cider"], 1] for r in rows]
-        figs = {"bleu4": _bleu, "rougeL": lambda s: s[..., 10] / s[..., 12], "cider": lambda s: s[..., 11] / s[..., 12]}
-    return np.asarray(v, dtype=float).reshape(len(rows), -1), figs
+    t = REGISTRY[task]
+    return np.asarray([t.columns(r) for r in rows], dtype=float).reshape(len(rows), -1), t.figures
 
 
 def _weights(n: int, n_boot: int, seed: int, task: str, label: str = "") -> np.ndarray:
@@ -299,16 +116,16 @@ def score(records: Sequence[dict], predictions: Mapping[str, str], *, n_boot: in
         v, figs = _table(task, rows)
         missing = sum(r["id"] not in predictions for r in rows)  # counted wrong, and said so
         res = {"n": len(rows), "missing": missing, **_figures(v, figs, _weights(len(rows), n_boot, seed, task))}
-        if task in ("classify", "landcover", "detect"):
-            key = "class" if task == "detect" else "true"
+        key, only = REGISTRY[task].per_class, REGISTRY[task].per_class_metrics
+        if key is not None:
             per: dict = {}
             for label in sorted({r[key] for r in rows}):
                 sel = np.array([r[key] == label for r in rows])
                 w = _weights(int(sel.sum()), n_boot, seed, task, label)
-                per[label] = _figures(v[sel], figs, w, only=("acc", "f1@0.25", "f1@0.5"))
-            if task != "detect":
-                res["per_class"] = {k: d["acc"] for k, d in per.items()}
-                res["per_class_ci"] = {k: d["acc_ci"] for k, d in per.items()}
+                per[label] = _figures(v[sel], figs, w, only=only)
+            if len(only) == 1:  # one per-class figure: label -> value, with its intervals beside
+                res["per_class"] = {k: d[only[0]] for k, d in per.items()}
+                res["per_class_ci"] = {k: d[f"{only[0]}_ci"] for k, d in per.items()}
             else:
                 res["per_class"] = per
         out[task] = res
@@ -337,8 +154,6 @@ def paired(records: Sequence[dict], preds_a: Mapping[str, str], preds_b: Mapping
 def terrain_words(text) -> set[str]:
     """The land-cover class words (``LANDCOVER_WORDS``: water, trees, ..., "shrub and scrub") a text names, as whole
     words: what a caption says about the terrain, which in FUSAR-GPT only the anchors can tell reliably."""
-    from .data.tasks import LANDCOVER_WORDS
-
     low = " ".join(tokens(text))
     return {w for w in LANDCOVER_WORDS if re.search(rf"\b{re.escape(w)}\b", low)}
 
@@ -365,10 +180,8 @@ def majority_predictions(train_records: Sequence[dict], records: Sequence[dict])
 
     def key(r):
         meta, task = r.get("meta") or {}, r.get("task")
-        if task == "classify":
-            level = meta.get("level")
-            return task, level, meta.get("class") if level == "fine" else None
-        return task, meta.get("class")
+        t = REGISTRY.get(task) if isinstance(task, str) else None
+        return (task, *t.baseline_key(meta)) if t is not None else (task, meta.get("class"))
 
     by_key: dict = {}
     for r in train_records:
