@@ -31,7 +31,7 @@ from starlette.requests import Request  # at module level: FastAPI resolves the 
 from .data.record import MAX_QUESTION_CHARS
 from .inputs import END_OF_TURN, InputProcessor
 from .serve_api import ApiError, parse_chat, prepare_request
-from .serve_limits import PixelBudget
+from .serve_limits import PixelBudget, header_timeout_protocol
 
 log = logging.getLogger("fusar_gpt.serve")
 API_KEY_ENV = "FUSAR_GPT_API_KEY"
@@ -49,6 +49,7 @@ class ServeConfig:
     max_tokens: int = 1024                  # cap on a request's max_tokens
     max_prompt_tokens: int = 512            # cap on a question's tokens (a task prompt is under 50)
     body_timeout_s: float = 30.0            # a client that sends its body slower than this is cut off (408)
+    header_timeout_s: float = 10.0          # a connection whose request headers are not in by then is closed
     default_max_tokens: int = 256
     timeout_s: float = 120.0
     max_batch: int = 8
@@ -75,7 +76,8 @@ class ServeConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.default_max_tokens > self.max_tokens:
             raise ValueError(f"default max tokens {self.default_max_tokens} is above the cap {self.max_tokens}")
-        if not self.timeout_s > 0 or not self.body_timeout_s > 0 or self.batch_wait_ms < 0:
+        if not self.timeout_s > 0 or not self.body_timeout_s > 0 or not self.header_timeout_s > 0 \
+                or self.batch_wait_ms < 0:
             raise ValueError("the timeouts must be positive and the batch wait non-negative")
 
 
@@ -313,7 +315,8 @@ class BackgroundServer:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        http = header_timeout_protocol(app.state.config.header_timeout_s)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", http=http))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> int:
@@ -344,4 +347,5 @@ def serve(path, config: ServeConfig, *, port: int = 8000, aef: str | None = None
     model, config.chip = load_model(path, device)
     app = make_app(model, config)
     log.info("serving %s on %s:%d", config.model_name, config.host, port)
-    uvicorn.run(app, host=config.host, port=port, log_level="info", lifespan="off")
+    uvicorn.run(app, host=config.host, port=port, log_level="info", lifespan="off",
+                http=header_timeout_protocol(config.header_timeout_s))

@@ -71,3 +71,27 @@ def header_pixels(path: Path | None = None, data: bytes | None = None) -> int:
             return int(ds.width) * int(ds.height)
     except (RasterioError, OSError):
         return 0
+
+
+def header_timeout_protocol(seconds: float):
+    """uvicorn's h11 protocol with a deadline for a connection's request headers. uvicorn starts its keep-alive
+    timer only after a response and restarts it on every byte, so a client that connects and sends its headers
+    one byte at a time (or never) holds a connection and a socket indefinitely; no setting of uvicorn or h11
+    bounds it, hence this subclass. The connection is closed when no request has begun ``seconds`` after it
+    opened; the body has its own deadline in the app (``ServeConfig.body_timeout_s``)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.headers_timer = self.loop.call_later(seconds, self.headers_late)
+
+        def headers_late(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_lost(self, exc) -> None:
+            self.headers_timer.cancel()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11Protocol
