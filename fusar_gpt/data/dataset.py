@@ -27,6 +27,7 @@ from ..geo.anchors import Anchors
 from ..geo.frame import MODEL_PATCH
 from ..geo.plain import NOT_8BIT
 from ..geo.radiometry import to_uint8
+from ..geo.raster import DEFAULT_MAX_PIXELS
 from .record import parse_record
 
 OFFICIAL_FRAME = 504  # the authors' coordinate frame, their default when a record does not say
@@ -176,12 +177,15 @@ def read_image(record: dict, spec: ChipSpec | None = None) -> Image.Image:
         return _read_geotiff(path, frame_size(record), rid, spec or ChipSpec())
     try:
         with Image.open(path) as im:
+            if im.width * im.height > DEFAULT_MAX_PIXELS:  # checked on the header, before any pixel is decoded
+                raise ManifestError(f"record {rid!r}: image file {path} is {im.width}x{im.height} pixels, above "
+                                    f"the cap of {DEFAULT_MAX_PIXELS}")
             im.load()
             if im.mode in NOT_8BIT:
                 raise ManifestError(f"record {rid!r}: image file {path} is mode {im.mode}, not 8-bit; "
                                     f"manifest images must be model-ready 8-bit (or a GeoTIFF)")
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ManifestError(f"record {rid!r}: image file {path} is not a readable image "
                             f"({' '.join(str(err).split())})") from None
 
