@@ -53,7 +53,8 @@ import tlm_overhead  # noqa: E402
 import train_throughput  # noqa: E402
 
 from fusar_gpt.model.backbone import build_random_model  # noqa: E402
-from fusar_gpt.model.fusar import FusarGPT, Priors, add_lora, set_stage  # noqa: E402
+from fusar_gpt.model.fusar import FusarGPT, Priors  # noqa: E402
+from fusar_gpt.model.policy import add_lora, apply_policy  # noqa: E402
 from fusar_gpt.model.tlm import TLM  # noqa: E402
 from fusar_gpt.train import token_loss  # noqa: E402
 
@@ -144,7 +145,7 @@ class Suite:
         with torch.device(device):
             tlm = TLM(self.cfg.text_config.hidden_size)
         self.model = add_lora(FusarGPT(backbone, tlm))
-        set_stage(self.model, 1)
+        apply_policy(self.model, "tlm+lora")
         for p in self.model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()  # as build_model: trainable tensors stay fp32 under a bf16 base

@@ -25,7 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fusar_gpt.inputs import build_inputs
 from fusar_gpt.model.backbone import build_random_model, load_backbone, make_backbone, preset_config
-from fusar_gpt.model.fusar import FusarGPT, Priors, add_lora, set_stage
+from fusar_gpt.model.fusar import FusarGPT, Priors
+from fusar_gpt.model.policy import add_lora, apply_policy
 from fusar_gpt.model.tlm import TLM
 
 
@@ -131,7 +132,7 @@ def small_preset_ratio(repeats: int, batch: int, size: int) -> dict:
     analytic = analytic_forward_flops(backbone.config, Shape(size=size, text=text), batch)
 
     add_lora(fused)
-    set_stage(fused, 1)
+    apply_policy(fused, "tlm+lora")
     fused.train()
     plain = fused.backbone  # same weights, no TLM: the vision tokens go in unmodulated
     step_flops = {}
@@ -159,7 +160,7 @@ def large_shape_ratio(repeats: int, preset: str = "qwen2.5-vl-7b", device: str =
     hidden = backbone.config.text_config.hidden_size
     fused = FusarGPT(backbone, TLM(hidden).to(device, dtype), processor)
     add_lora(fused)
-    set_stage(fused, 1)
+    apply_policy(fused, "tlm+lora")
     fused.train()
     cfg = backbone.config
     for b in batches:

@@ -62,7 +62,8 @@ from fusar_gpt.model.backbone import (
     make_backbone,
     preset_config,
 )
-from fusar_gpt.model.fusar import FusarGPT, add_lora, set_stage
+from fusar_gpt.model.fusar import FusarGPT
+from fusar_gpt.model.policy import add_lora, apply_policy
 from fusar_gpt.model.tlm import TLM
 from fusar_gpt.train import build_model, resolve_paths, token_loss
 
@@ -235,7 +236,7 @@ def large_run(root: Path, preset: str = "qwen2.5-vl-7b", device: str = "cuda", d
     backbone = build_random_model(preset, dtype=dtype, device=device)
     model = FusarGPT(backbone, TLM(cfg.text_config.hidden_size).float(), processor)
     add_lora(model)
-    set_stage(model, 1)
+    apply_policy(model, "tlm+lora")
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # as build_model: trainable tensors stay fp32 under a bf16 base

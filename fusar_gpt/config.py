@@ -15,13 +15,26 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from .data.tasks import stage_tasks
 
-STAGE_TRAINABLE = {1: "tlm+lora", 2: "lora"}
-TRAINABLE = ("tlm+lora", "tlm", "lora", "backbone")
+# Every vocabulary a recipe key takes, defined once: the dataclass fields below are typed with these, check()
+# accepts exactly their values, and other modules import the tuples (model/policy.py has a row per TRAINABLE).
+Trainable = Literal["tlm+lora", "tlm", "lora", "backbone"]
+Fusion = Literal["tlm", "sum", "concat", "none"]
+Missing = Literal["null", "identity", "error"]
+Dtype = Literal["float32", "bfloat16"]
+PresetName = Literal["tiny", "small"]
+Schedule = Literal["cosine", "linear", "constant"]
+LossPer = Literal["token", "answer", "sqrt"]
+MixedPrecision = Literal["no", "bf16"]
+TRAINABLE, FUSIONS, MISSING, DTYPES, PRESET_NAMES, SCHEDULES, LOSS_PER, MIXED_PRECISION = (  # their values
+    typing.get_args(v) for v in (Trainable, Fusion, Missing, Dtype, PresetName, Schedule, LossPer, MixedPrecision))
+
+STAGE_TRAINABLE: dict[int, Trainable] = {1: "tlm+lora", 2: "lora"}
 STAGE_TASKS = {stage: stage_tasks(stage) for stage in (1, 2)}  # from the task registry
 
 
@@ -32,8 +45,8 @@ class RecipeError(ValueError):
 @dataclass
 class ModelConfig:
     base: str | None = None               # local Qwen2.5-VL directory (from_pretrained); never copied
-    preset: str | None = None             # or a random backbone of this preset (tiny, small), saved in RUN/base
-    dtype: str = "float32"                # float32 | bfloat16
+    preset: PresetName | None = None      # or a random backbone of this preset, saved in RUN/base
+    dtype: Dtype = "float32"
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
     vision_warmup_steps: int = 0          # presets only: warm the random vision tower up on the data's boxes
@@ -41,10 +54,10 @@ class ModelConfig:
 
 @dataclass
 class TLMConfig:
-    fusion: str = "tlm"                   # tlm | sum | concat | none (the no-AEF ablation)
+    fusion: Fusion = "tlm"                # none: the no-AEF ablation
     sigma: float = 2.0
     hidden_mult: int = 4
-    missing: str = "null"                 # null | identity | error
+    missing: Missing = "null"             # an image without a valid anchor: see TLM
 
 
 @dataclass
@@ -61,7 +74,6 @@ class DataConfig:
     train_split: str | None = "train"
     val_split: str | None = "val"
     max_length: int | None = 2048
-    num_workers: int = 0
     turns_per_image: int = 1              # >1: records about one image train as one conversation of up to N turns
 
 
@@ -77,12 +89,12 @@ class TrainConfig:
     tlm_lr_scale: float = 1.0             # TLM parameters train at lr x this: a fresh TLM needs a larger step than
     #                                       the LoRA adapter on a trained backbone (which a large lr wrecks)
     warmup_ratio: float = 0.05
-    schedule: str = "cosine"              # cosine | linear | constant
-    loss_per: str = "token"               # token: mean over answer tokens; answer: every answer weighs the same;
+    schedule: Schedule = "cosine"
+    loss_per: LossPer = "token"           # token: mean over answer tokens; answer: every answer weighs the same;
     #                                       sqrt: an answer of n tokens weighs sqrt(n)
     max_grad_norm: float | None = 1.0
     seed: int = 42
-    mixed_precision: str = "no"           # no | bf16
+    mixed_precision: MixedPrecision = "no"
     eval_every: int = 0                   # steps; 0 = only at the end
     save_every: int = 0                   # steps; 0 = only at the end
     keep_checkpoints: int = 2
@@ -94,7 +106,7 @@ class TrainConfig:
 class Recipe:
     name: str = "run"
     stage: int = 1
-    trainable: str | None = None          # default per stage: 1 -> tlm+lora, 2 -> lora; backbone: the whole
+    trainable: Trainable | None = None    # default per stage: 1 -> tlm+lora, 2 -> lora; backbone: the whole
     #                                       Qwen2.5-VL (vision tower + LLM), saved as a standalone model in RUN/model
     init: str | None = None               # stage-1 run directory that stage 2 continues
     out: str | None = None
@@ -108,7 +120,7 @@ class Recipe:
         check(self)
 
     @property
-    def trains(self) -> str:
+    def trains(self) -> Trainable:
         return self.trainable or STAGE_TRAINABLE[self.stage]
 
     @property
@@ -142,7 +154,6 @@ def _ranges(r: Recipe) -> list[tuple[str, float, str]]:
             ("train.log_every", t.log_every, "int>=1"), ("data.turns_per_image", r.data.turns_per_image, "int>=1"),
             ("tlm.hidden_mult", r.tlm.hidden_mult, "int>=1"), ("train.save_every", t.save_every, "int>=0"),
             ("train.eval_every", t.eval_every, "int>=0"), ("train.seed", t.seed, "int>=0"),
-            ("data.num_workers", r.data.num_workers, "int>=0"),
             ("model.vision_warmup_steps", r.model.vision_warmup_steps, "int>=0"),
             ("train.lr", t.lr, ">0"), ("train.epochs", t.epochs, ">0"), ("tlm.sigma", r.tlm.sigma, ">0"),
             ("lora.alpha", r.lora.alpha, ">0"), ("train.vision_lr_scale", t.vision_lr_scale, ">0"),
@@ -159,19 +170,10 @@ def check(r: Recipe) -> None:
     """Cross-field rules that types alone cannot say."""
     from .data.tasks import TASKS
 
-    _choice("stage", r.stage, (1, 2))
-    if r.trainable is not None:
-        _choice("trainable", r.trainable, TRAINABLE)
-    _choice("model.dtype", r.model.dtype, ("float32", "bfloat16"))
-    _choice("tlm.fusion", r.tlm.fusion, ("tlm", "sum", "concat", "none"))
-    _choice("tlm.missing", r.tlm.missing, ("null", "identity", "error"))
-    _choice("train.schedule", r.train.schedule, ("cosine", "linear", "constant"))
-    _choice("train.loss_per", r.train.loss_per, ("token", "answer", "sqrt"))
-    _choice("train.mixed_precision", r.train.mixed_precision, ("no", "bf16"))
+    _choice("stage", r.stage, tuple(STAGE_TRAINABLE))
+    _check_vocabularies(r)
     if r.model.base is None and r.model.preset is None:
-        raise RecipeError("model: give base (a local Qwen2.5-VL directory) or preset (tiny, small)")
-    if r.model.preset is not None:
-        _choice("model.preset", r.model.preset, ("tiny", "small"))
+        raise RecipeError(f"model: give base (a local Qwen2.5-VL directory) or preset ({', '.join(PRESET_NAMES)})")
     for key, value, rule in _ranges(r):
         test, want = RULES[rule]
         if not test(value):
@@ -186,8 +188,27 @@ def check(r: Recipe) -> None:
     if r.trains == "backbone" and r.tlm.fusion != "none":
         raise RecipeError("trainable: 'backbone' trains the Qwen2.5-VL weights alone; set tlm.fusion: none "
                           "(the TLM and LoRA come in the stages that start from RUN/model)")
-    if r.tlm.fusion == "none" and "tlm" in r.trains and r.trains != "tlm+lora":
+    if r.tlm.fusion == "none" and r.trains == "tlm":
         raise RecipeError("trainable: 'tlm' with tlm.fusion 'none' trains nothing")
+
+
+def _literal(hint) -> tuple | None:
+    """The values of a ``Literal[...]`` hint (or of ``Literal[...] | None``); None for any other hint."""
+    for h in (hint, *typing.get_args(hint)):
+        if typing.get_origin(h) is Literal:
+            return typing.get_args(h)
+    return None
+
+
+def _check_vocabularies(obj, prefix: str = "") -> None:
+    """Every field typed with a vocabulary (``Literal``) holds one of its values, sections included."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_vocabularies(value, f"{prefix}{f.name}.")
+        elif value is not None and (choices := _literal(hints[f.name])) is not None:
+            _choice(f"{prefix}{f.name}", value, choices)
 
 
 def _build(cls, data, prefix: str):
@@ -213,6 +234,8 @@ def _coerce(hint, value, key: str):
             return None
         raise RecipeError(f"{key}: may not be empty")
     target = next((a for a in args if a is not type(None)), hint)
+    if _literal(target) is not None:  # a vocabulary of strings: read as a string, check() tests the value
+        target = str
     origin = typing.get_origin(target)
     if origin is list:
         if isinstance(value, str):

@@ -1,4 +1,6 @@
-"""ONE training loop for both stages: the stage is data (what trains, lr, epochs, data mix).
+"""ONE training loop for both stages: the stage is data (what trains, lr, epochs, data mix). What each
+``trainable`` mode trains, and each parameter's learning rate, is the table in model/policy.py; the base
+weights (a preset's RUN/base) come from model/base.py.
 
 Runs unchanged from one CPU process to many GPUs under ``accelerate launch`` / ``torchrun``. The
 recipe's ``batch_size`` is the GLOBAL batch: every process takes its slice of the same batch, and
@@ -25,8 +27,10 @@ from .chip import CHIP_FILE, ChipSpec, dataset_spec, read_spec
 from .config import Recipe, RecipeError, expand, save_recipe
 from .data.dataset import OFFICIAL_FRAME, Conversations, ManifestDataset, load_manifest
 from .inputs import IGNORE_INDEX, InputProcessor
+from .model.base import build_base
 from .model.checkpoint import latest_checkpoint, load_adapter, load_tlm, safe_torch_load, save_checkpoint
-from .model.fusar import FusarGPT, add_lora, set_stage
+from .model.fusar import FusarGPT
+from .model.policy import Trained, add_lora, adds_lora, apply_policy, whole_backbone
 from .model.tlm import TLM
 
 
@@ -72,46 +76,21 @@ def run_spec(recipe: Recipe) -> ChipSpec:
         return ChipSpec(frame=OFFICIAL_FRAME, eight_bit="rgb")
 
 
-def _base_dir(recipe: Recipe, progress: bool = False) -> str:
-    """The base weights: a local directory, or (presets) a random backbone created once in RUN/base, its vision
-    tower optionally warmed up on the dataset's boxes first (``model.vision_warmup_steps``). RUN/base is built
-    under a temporary name and renamed, so an interrupted creation is redone, never half used."""
-    import shutil
-
-    from .model.backbone import DEFAULT_CORPUS, make_backbone
-
-    if recipe.model.base:
-        return recipe.model.base
-    base = Path(recipe.out) / "base"
-    if not (base / "config.json").exists():
-        tmp = base.with_name(".base.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        records = load_manifest(recipe.data.manifest)
-        texts = list(DEFAULT_CORPUS) + [t for r in records[:4000] for t in (r["question"], r["answer"])]
-        make_backbone(recipe.model.preset, tmp, texts=texts, seed=recipe.train.seed)
-        if recipe.model.vision_warmup_steps:
-            from .model.warmup import warm_up_base
-
-            warm_up_base(tmp, recipe.data.manifest, steps=recipe.model.vision_warmup_steps,
-                         split=recipe.data.train_split, seed=recipe.train.seed, progress=progress)
-        if base.exists():
-            shutil.rmtree(base)
-        tmp.rename(base)
-    recipe.model.base, recipe.model.preset = str(base.resolve()), None
-    return recipe.model.base
-
-
 def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
-    """Backbone + TLM (+ LoRA) with exactly the recipe's parameters trainable.
+    """Backbone + TLM (+ LoRA) with exactly the recipe's parameters trainable (model/policy.py decides which).
 
     ``weights_from`` is a checkpoint to resume; otherwise a stage-2 recipe starts from its init run.
     """
+    return _build(recipe, weights_from)[0]
+
+
+def _build(recipe: Recipe, weights_from: Path | None = None) -> tuple[FusarGPT, Trained]:
+    """:func:`build_model` and what its policy trains (the names, the optimizer groups at the recipe's lrs)."""
     from .model.backbone import load_backbone
 
-    dtype = torch.bfloat16 if recipe.model.dtype == "bfloat16" else torch.float32
-    full = recipe.trains == "backbone"
-    weights = weights_from / "model" if full and weights_from is not None else Path(_base_dir(recipe))
+    dtype = getattr(torch, recipe.model.dtype)
+    whole = whole_backbone(recipe.trains)
+    weights = weights_from / "model" if whole and weights_from is not None else Path(build_base(recipe))
     backbone, processor = load_backbone(str(weights), dtype=dtype,
                                         attn_implementation=recipe.model.attn_implementation)
     hidden = backbone.config.text_config.hidden_size
@@ -124,7 +103,7 @@ def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
     model = FusarGPT(backbone, tlm.float(), processor)
     if source is not None and (source / "adapter" / "adapter_config.json").exists():
         model.backbone = load_adapter(backbone, source, trainable=True)
-    elif "lora" in recipe.trains:
+    elif adds_lora(recipe.trains):
         add_lora(model, r=recipe.lora.r, alpha=recipe.lora.alpha, dropout=recipe.lora.dropout)
     if recipe.model.gradient_checkpointing:
         kwargs = {"use_reentrant": False}
@@ -134,21 +113,12 @@ def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
             model.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    trains = recipe.trains
-    if full:  # the whole Qwen2.5-VL trains (e.g. a stand-in pretraining of a random preset); no TLM, no LoRA
-        if hasattr(model.backbone, "peft_config"):
-            raise RecipeError("trainable: 'backbone' cannot continue a run that carries a LoRA adapter")
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("backbone."))
-    elif "lora" in trains and not any("lora_" in n for n, _ in model.named_parameters()):
-        raise RecipeError("trainable: the recipe trains LoRA but the model has no adapter")
-    else:
-        set_stage(model, 1 if "tlm" in trains else 2, trains if "tlm" in trains else "tlm+lora")
+    trained = apply_policy(model, recipe.trains, recipe.train)
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # trainable tensors stay fp32 under a bf16 base
     model.train()
-    return model
+    return model, trained
 
 
 class Batches:
@@ -255,11 +225,10 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
         raise RecipeError(f"--resume: {run} has no complete checkpoint to resume from")
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
-        _base_dir(recipe, progress=progress)
+        build_base(recipe, progress=progress)  # a preset's RUN/base, built once; the others find it built
     accelerator.wait_for_everyone()
-    _base_dir(recipe)
     torch.manual_seed(recipe.train.seed)
-    model = build_model(recipe, weights_from=ckpt)
+    model, trained = _build(recipe, weights_from=ckpt)
     if accelerator.is_main_process:
         save_recipe(recipe, run / "config.yaml")
         run_spec(recipe).save(run)
@@ -270,13 +239,8 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     batches = Batches(len(data), t.batch_size, t.seed, accelerator.process_index, accelerator.num_processes)
     steps_per_epoch = max(batches.per_epoch // t.grad_accum, 1)
     total = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    is_tlm = lambda n: n.startswith("tlm.") or ".tlm." in n  # noqa: E731
-    groups = [{"params": [p for n, p in named if ".visual." not in n and not is_tlm(n)], "lr": t.lr},
-              {"params": [p for n, p in named if ".visual." in n], "lr": t.lr * t.vision_lr_scale},
-              {"params": [p for n, p in named if is_tlm(n)], "lr": t.lr * t.tlm_lr_scale}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, weight_decay=t.weight_decay)
-    schedule = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[t.schedule]
+    optimizer = torch.optim.AdamW(list(trained.groups.values()), lr=t.lr, weight_decay=t.weight_decay)
+    schedule = "constant_with_warmup" if t.schedule == "constant" else t.schedule  # else transformers' own names
     scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=math.ceil(t.warmup_ratio * total),
                               num_training_steps=total)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -297,7 +261,7 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     if progress and accelerator.is_main_process:
         from tqdm import tqdm
 
-        desc = "backbone" if recipe.trains == "backbone" else f"stage {recipe.stage}"
+        desc = recipe.trains if whole_backbone(recipe.trains) else f"stage {recipe.stage}"
         bar = tqdm(total=total, initial=step, desc=desc, unit="step")
     last = {}
     end = min(total, stop_after) if stop_after else total

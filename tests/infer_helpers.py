@@ -23,7 +23,8 @@ from fusar_gpt.geo.aef import lonlat_to
 from fusar_gpt.geo.aef_tiles import write_tile
 from fusar_gpt.model.backbone import load_backbone
 from fusar_gpt.model.checkpoint import save_adapter, save_tlm
-from fusar_gpt.model.fusar import FusarGPT, add_lora
+from fusar_gpt.model.fusar import FusarGPT
+from fusar_gpt.model.policy import add_lora
 from fusar_gpt.model.tlm import TLM
 
 EPSG = 32631                      # UTM 31N, near Arles (the shared real S1 scene's place)

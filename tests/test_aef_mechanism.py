@@ -34,7 +34,8 @@ from fusar_gpt.geo.aef import dequantize
 from fusar_gpt.geo.anchors import Anchors
 from fusar_gpt.inputs import InputProcessor
 from fusar_gpt.model.backbone import load_backbone, load_processor
-from fusar_gpt.model.fusar import FusarGPT, add_lora, set_stage
+from fusar_gpt.model.fusar import FusarGPT
+from fusar_gpt.model.policy import add_lora, apply_policy
 from fusar_gpt.model.tlm import TLM
 
 CLASSES = ("water", "trees", "crops", "built")
@@ -119,7 +120,7 @@ def train_and_score(tiny_dir, manifest, batches, fusion: str, seed: int = SEED) 
     backbone, processor = load_backbone(tiny_dir)
     model = FusarGPT(backbone, TLM(backbone.config.text_config.hidden_size, fusion=fusion), processor)
     add_lora(model)
-    trainable = set(set_stage(model, 1))
+    trainable = set(apply_policy(model, "tlm+lora").names)
     optimizer = torch.optim.AdamW([p for n, p in model.named_parameters() if n in trainable], lr=LR)
     model.train()
     for batch in batches:

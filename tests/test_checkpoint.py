@@ -20,7 +20,8 @@ from fusar_gpt.model.checkpoint import (
     save_adapter,
     save_tlm,
 )
-from fusar_gpt.model.fusar import FusarGPT, Priors, add_lora
+from fusar_gpt.model.fusar import FusarGPT, Priors
+from fusar_gpt.model.policy import add_lora
 from fusar_gpt.model.tlm import TLM
 
 from .conftest import random_anchors, random_image
@@ -189,7 +190,8 @@ def test_checkpoint_from_a_gathered_state_dict_equals_the_module_path(tiny, tmp_
     from safetensors.torch import load_file
 
     from fusar_gpt.model.checkpoint import latest_checkpoint, save_checkpoint
-    from fusar_gpt.model.fusar import FusarGPT, add_lora
+    from fusar_gpt.model.fusar import FusarGPT
+    from fusar_gpt.model.policy import add_lora
 
     backbone, proc = tiny
     import copy

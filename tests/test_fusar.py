@@ -10,7 +10,8 @@ import torch
 
 from fusar_gpt.inputs import build_inputs
 from fusar_gpt.model.backbone import load_backbone
-from fusar_gpt.model.fusar import FusarGPT, Priors, add_lora, lora_target_regex, set_stage
+from fusar_gpt.model.fusar import FusarGPT, Priors
+from fusar_gpt.model.policy import add_lora, apply_policy, lora_target_regex
 from fusar_gpt.model.tlm import TLM
 
 from .conftest import random_anchors, random_image
@@ -165,25 +166,25 @@ def test_stages_set_exactly_the_right_trainable_parameters(fresh):
     backbone, proc = fresh
     model = fusar(backbone, proc)
     with pytest.raises(ValueError, match="add_lora"):
-        set_stage(model, 2)
+        apply_policy(model, "lora")
     tlm_names = sorted(f"tlm.{n}" for n, _ in model.tlm.named_parameters())
     assert tlm_names == ["tlm.mlp.0.bias", "tlm.mlp.0.weight", "tlm.mlp.2.bias", "tlm.mlp.2.weight", "tlm.null_prior"]
-    assert set_stage(model, 1, "tlm") == tlm_names  # the paper's text: TLM only, no adapter needed
+    assert apply_policy(model, "tlm").names == tlm_names  # the paper's text: TLM only, no adapter needed
     add_lora(model)
     lora = expected_lora_names(backbone.config.text_config.num_hidden_layers)
-    assert set_stage(model, 1) == sorted(tlm_names + lora)
-    assert set_stage(model, 1, "tlm") == tlm_names
-    assert set_stage(model, 2) == lora
+    assert apply_policy(model, "tlm+lora").names == sorted(tlm_names + lora)
+    assert apply_policy(model, "tlm").names == tlm_names
+    assert apply_policy(model, "lora").names == lora
     assert not any(p.requires_grad for n, p in model.named_parameters() if "visual" in n or n.startswith("tlm."))
-    with pytest.raises(ValueError, match="stage must be"):
-        set_stage(model, 3)
+    with pytest.raises(ValueError, match="trainable: 'stage 3' is not one of"):
+        apply_policy(model, "stage 3")
 
 
 def test_stage_one_step_updates_only_trainables(fresh):
     backbone, proc = fresh
     model = fusar(backbone, proc)
     add_lora(model)
-    trainable = set_stage(model, 1)
+    trainable = apply_policy(model, "tlm+lora").names
     model.train()
     images, anchors = three_images()
     batch = build_inputs(proc, images[:2], QUESTIONS[:2], answers=["3", "top-left"])

@@ -141,6 +141,13 @@ BROKEN = {
     "bool field given a string": (GOOD.replace("tiny}", "tiny, gradient_checkpointing: 'yes'}"),
                                   "model.gradient_checkpointing"),
     "bad choice": (GOOD + "tlm: {fusion: film}\n", "tlm.fusion"),
+    "bad trainable": (GOOD + "trainable: mlp\n", "trainable"),
+    "bad dtype": (GOOD.replace("tiny}", "tiny, dtype: half}"), "model.dtype"),
+    "bad missing policy": (GOOD + "tlm: {missing: zero}\n", "tlm.missing"),
+    "bad schedule": (GOOD + "train: {schedule: step}\n", "train.schedule"),
+    "bad loss_per": (GOOD + "train: {loss_per: image}\n", "train.loss_per"),
+    "bad mixed precision": (GOOD + "train: {mixed_precision: fp16}\n", "train.mixed_precision"),
+    "removed key num_workers": (GOOD + "data: {num_workers: 0}\n", "data.num_workers"),  # nothing ever read it
     "bad task": (GOOD + "data: {tasks: [caption, vqa]}\n", "data.tasks"),
     "bad stage": (GOOD + "stage: 3\n", "stage"),
     "bad preset": ("model: {preset: huge}\n", "model.preset"),
@@ -204,6 +211,19 @@ def test_unreadable_recipe_fails_in_one_line_naming_the_file(case, tmp_path):
         load_recipe(path)
     msg = _one_line(err)
     assert str(path) in msg and says in msg
+
+
+def test_each_vocabulary_is_spelled_once():
+    """config.py defines every recipe vocabulary; the modules that act on one use its tuple."""
+    from fusar_gpt.config import FUSIONS, LOSS_PER, MISSING, PRESET_NAMES, ModelConfig, Recipe, TLMConfig
+    from fusar_gpt.model import backbone, tlm
+    from fusar_gpt.train import LOSS_POWER
+
+    assert tlm.FUSIONS is FUSIONS and tlm.MISSING is MISSING
+    assert set(LOSS_POWER) | {"token"} == set(LOSS_PER)  # token: the plain mean, no weighting exponent
+    assert set(PRESET_NAMES) == {k for k, v in backbone.PRESETS.items() if not v.shape_only}
+    with pytest.raises(RecipeError, match="^tlm.fusion: 'film' is not one of tlm, sum, concat, none$"):
+        Recipe(model=ModelConfig(preset="tiny"), tlm=TLMConfig(fusion="film"))  # built in Python: checked alike
 
 
 def test_good_base_of_the_broken_cases_loads(tmp_path):

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..config import DTYPES
+
 EXAMPLES = {
     "ask": """examples:
   fusar-gpt ask runs/s2 scene.tif "How many ships are in this image?" --aef /data/aef   # place + year from the file
@@ -117,7 +119,7 @@ def add_parsers(sub, fmt) -> None:
                        epilog=EXAMPLES["export"], formatter_class=fmt)
     e.add_argument("run", help="run directory")
     e.add_argument("--merge", required=True, metavar="OUT", help="new output directory")
-    e.add_argument("--dtype", choices=["float32", "bfloat16"], help="cast the merged weights (default: as loaded)")
+    e.add_argument("--dtype", choices=DTYPES, help="cast the merged weights (default: as loaded)")
     e.add_argument("--json", action="store_true", help="print export.json")
 
 

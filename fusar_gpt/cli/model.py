@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from ..config import MISSING
+
 EXAMPLES = {
     "demo": """examples:
   fusar-gpt demo                          # ~10-15 min on 2 cores; report in runs/demo/compare/compare.md
@@ -73,7 +75,7 @@ def add_import_official_parser(sub, fmt) -> None:
     i.add_argument("src", help="official checkpoint directory")
     i.add_argument("--out", required=True, help="new run directory")
     i.add_argument("--sigma", type=float, help="Gaussian sigma; required for legacy dirs without tlm_config.json")
-    i.add_argument("--missing", default="identity", choices=["identity", "null", "error"],
+    i.add_argument("--missing", default="identity", choices=MISSING,
                    help="policy for images with no valid anchor (default: identity)")
     i.add_argument("--frame", type=int, help="model frame of its inputs, written to chip.json (default: the "
                                              "checkpoint's image_size, 504)")

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from ..chip import ChipSpec
 from ..io_atomic import atomic_dir
+from .policy import trains_whole_backbone
 from .tlm import TLM
 
 TLM_FORMAT = "fusar-gpt.tlm/1"
@@ -232,7 +233,7 @@ def _write_checkpoint(model, tmp: Path, trainer_state: dict, state_dict: dict | 
     if state_dict is None:
         save_tlm(model.tlm, tmp)
         save_adapter(model.backbone, tmp)
-        if _full_backbone(model):
+        if trains_whole_backbone(model):
             save_model_dir(model, tmp / "model")
     else:
         tlm = TLM(**model.tlm.config())
@@ -241,7 +242,7 @@ def _write_checkpoint(model, tmp: Path, trainer_state: dict, state_dict: dict | 
         own = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
         if hasattr(model.backbone, "peft_config"):
             model.backbone.save_pretrained(str(tmp / "adapter"), state_dict=own)
-        elif _full_backbone(model):
+        elif trains_whole_backbone(model):
             save_model_dir(model, tmp / "model", state_dict=own)
     torch.save(trainer_state, tmp / "trainer_state.pt")
 
@@ -265,12 +266,6 @@ def _publish(ckpt: Path, run: Path) -> None:
         staged.rename(run / folder)
         if old.exists():
             shutil.rmtree(old)
-
-
-def _full_backbone(model) -> bool:
-    """Whether the run trains the Qwen2.5-VL weights themselves (``trainable: backbone``)."""
-    return not hasattr(model.backbone, "peft_config") and any(
-        p.requires_grad for n, p in model.backbone.named_parameters())
 
 
 def save_model_dir(model, out: Path, state_dict: dict | None = None) -> None:

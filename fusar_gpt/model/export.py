@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import DTYPES
 from ..io_atomic import atomic_dir
 from .checkpoint import save_model_dir, save_tlm
 from .loader import EXPORT_FILE, EXPORT_FORMAT, load_model
@@ -32,8 +33,8 @@ def export_run(run, out, *, dtype: str | None = None) -> dict:
     run, out = Path(run), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty directory; choose a new output directory")
-    if dtype not in (None, "float32", "bfloat16"):
-        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be {' or '.join(DTYPES)}, got {dtype!r}")
     model, spec = load_model(run)
     merged_lora = hasattr(model.backbone, "peft_config")
     if merged_lora:

@@ -9,7 +9,6 @@ peft-wrapped backbone works unchanged.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
@@ -18,8 +17,6 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..inputs import InputProcessor, Priors
 from .tlm import TLM
-
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class FusarGPT(nn.Module):
@@ -93,51 +90,3 @@ class FusarGPT(nn.Module):
 def base_model(backbone: nn.Module) -> nn.Module:
     """The ``Qwen2_5_VLForConditionalGeneration`` inside a possibly peft-wrapped backbone."""
     return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-
-
-def lora_target_regex(targets: Sequence[str] = LORA_TARGETS) -> str:
-    """peft ``target_modules`` regex matching the language model's projections only.
-
-    Plain names such as ``gate_proj`` would also match the vision tower's MLP; anchoring the
-    pattern on ``language_model.layers`` keeps LoRA off every vision module.
-    """
-    names = "|".join(re.escape(t) for t in targets)
-    return rf"^(?:.*\.)?language_model\.layers\.\d+\.(?:self_attn|mlp)\.(?:{names})$"
-
-
-def add_lora(model: FusarGPT, r: int = 8, alpha: int = 32, dropout: float = 0.05,
-             targets: Sequence[str] = LORA_TARGETS) -> FusarGPT:
-    """Wrap the backbone with a fresh LoRA adapter on the LLM's q/k/v/o/gate/up/down projections."""
-    from peft import LoraConfig, get_peft_model
-
-    if hasattr(model.backbone, "peft_config"):
-        raise ValueError("the backbone already carries a LoRA adapter")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_regex(targets),
-                        bias="none", task_type="CAUSAL_LM")
-    model.backbone = get_peft_model(model.backbone, config)
-    model.train(model.training)  # new LoRA dropout modules start in train mode; follow the model's mode
-    return model
-
-
-STAGE1_MODES = ("tlm+lora", "tlm")
-
-
-def set_stage(model: FusarGPT, stage: int, stage1_trains: str = "tlm+lora") -> list[str]:
-    """Set ``requires_grad`` for a training stage and return the trainable parameter names.
-
-    Stage 1 (knowledge injection) trains the TLM and the LoRA adapter (default) or the TLM alone
-    (the paper's text); stage 2 (task execution) trains the LoRA adapter only. The vision tower
-    and the base LLM never train.
-    """
-    if stage not in (1, 2):
-        raise ValueError(f"stage must be 1 or 2, got {stage}")
-    if stage1_trains not in STAGE1_MODES:
-        raise ValueError(f"stage1_trains must be one of {STAGE1_MODES}, got {stage1_trains!r}")
-    train_lora = stage == 2 or stage1_trains == "tlm+lora"
-    if train_lora and not any("lora_" in n for n, _ in model.backbone.named_parameters()):
-        raise ValueError(f"stage {stage} trains the LoRA adapter, but the backbone has none: call add_lora first")
-    for name, p in model.named_parameters():
-        is_tlm = name.startswith("tlm.")
-        is_lora = "lora_" in name and name.startswith("backbone.")
-        p.requires_grad_((stage == 1 and is_tlm) or (train_lora and is_lora))
-    return sorted(n for n, p in model.named_parameters() if p.requires_grad)

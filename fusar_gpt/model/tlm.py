@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FUSIONS = ("tlm", "sum", "concat", "none")
-MISSING = ("null", "identity", "error")
+from ..config import FUSIONS, MISSING
+
 EPS = 1e-6
 
 
