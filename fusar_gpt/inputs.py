@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .data.record import MAX_QUESTION_CHARS
 from .geo.anchors import Anchors
 
 IGNORE_INDEX = -100
@@ -163,6 +164,9 @@ class InputProcessor:
         empty, or carries a chat special token that would break the conversation's structure."""
         if not isinstance(question, str):
             raise ValueError(f"record {rid!r}: question must be a string, got {type(question).__name__}")
+        if len(question) > MAX_QUESTION_CHARS:  # before any tokenizer sees it (50 MB aborted a run)
+            raise ValueError(f"record {rid!r}: the question is {len(question)} characters, above the cap of "
+                             f"{MAX_QUESTION_CHARS}")
         fields = [("question", question)]
         if self.train:
             if not isinstance(answer, str) or not answer.strip():

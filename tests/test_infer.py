@@ -156,7 +156,7 @@ def test_folder_is_answered_in_batches_with_per_image_errors(world, loaded, tmp_
     rows = [json.loads(ln) for ln in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert summary == {"images": 6, "answered": 4, "errors": 2, "out": str(tmp_path / "out.jsonl")}
     assert [r["image"] for r in rows] == ["broken.png", "c0.png", "c1.png", "c2.png", "c3.png", "nogeo.jpg"]
-    assert "not a readable PNG/JPEG" in rows[0]["error"] and "no AEF prior" in rows[-1]["error"]
+    assert "broken.png: not a GeoTIFF, PNG or JPEG image" in rows[0]["error"] and "no AEF prior" in rows[-1]["error"]
     assert [len(c["input_ids"]) for c in spy.calls] == [3, 1]  # 4 usable images, batches of 3
     for r in rows[1:5]:  # each equals its own single ask (batching changes nothing)
         single = ask(model, settings, folder / r["image"], Q, anchors=folder / r["image"].replace(".png", ".npz"),

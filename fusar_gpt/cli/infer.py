@@ -108,6 +108,10 @@ def add_parsers(sub, fmt) -> None:
     s.add_argument("--max-body-mb", type=float, default=32.0, help="request body limit (default 32 MB)")
     s.add_argument("--max-image-pixels", type=int, default=10000 * 10000, help="image size limit (default 1e8)")
     s.add_argument("--max-tokens", type=int, default=1024, help="cap on a request's max_tokens (default 1024)")
+    s.add_argument("--max-prompt-tokens", type=int, default=512,
+                   help="cap on a question's tokens, checked before it is queued (default 512)")
+    s.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a client may take to send its request body (default 30)")
     s.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
     s.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
 
@@ -170,6 +174,10 @@ def cmd_ask(args) -> int:
         raise ValueError("--out is for a folder or a manifest; one answer is printed")
     if not args.question and not manifest:
         raise ValueError("give the question after the image")
+    from ..data.record import MAX_QUESTION_CHARS
+
+    if args.question and len(args.question) > MAX_QUESTION_CHARS:  # before any weight loads
+        raise ValueError(f"the question is {len(args.question)} characters, above the cap of {MAX_QUESTION_CHARS}")
     if src.is_dir():
         infer.list_images(src)  # an empty folder fails before the model loads
     store = _store(args)
@@ -232,6 +240,7 @@ def cmd_serve(args) -> int:
                          api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, no_auth=args.no_auth,
                          host=args.host, image_root=args.image_root, max_body_bytes=int(args.max_body_mb * 2**20),
                          max_image_pixels=args.max_image_pixels, max_tokens=args.max_tokens,
+                         max_prompt_tokens=args.max_prompt_tokens, body_timeout_s=args.body_timeout,
                          default_max_tokens=min(256, args.max_tokens), timeout_s=args.timeout,
                          max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
     config.check()

@@ -193,6 +193,8 @@ def _read_coco(path: Path, classes, image_sizes):
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AnnotationError(_one_line(f"cannot parse COCO file {path}: {e}")) from None
+    except RecursionError:  # 100,000 nested lists: the decoder's stack, not a traceback
+        raise AnnotationError(f"cannot parse COCO file {path}: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise AnnotationError(f"COCO file {path} is not a JSON object")
     for key in ("images", "annotations", "categories"):

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..chip import ChipSpec
@@ -89,9 +90,19 @@ def load_adapter(backbone, run_dir: str | Path, trainable: bool = False):
     from peft import PeftModel
 
     path = Path(run_dir) / "adapter"
-    if not (path / "adapter_config.json").exists():
+    config = path / "adapter_config.json"
+    if not config.exists():
         raise CheckpointError(f"{path} holds no peft adapter (adapter_config.json)")
-    return PeftModel.from_pretrained(backbone, str(path), is_trainable=trainable)
+    try:  # peft's own errors name neither the file nor the run
+        json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"{config}: not a readable adapter configuration ({' '.join(str(err).split())})"
+                              ) from None
+    try:
+        return PeftModel.from_pretrained(backbone, str(path), is_trainable=trainable)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        raise CheckpointError(f"{path}: not a loadable peft adapter ({' '.join(str(err).split())[:300]})"
+                              ) from None
 
 
 def safe_torch_load(path: str | Path) -> object:
@@ -148,6 +159,10 @@ def import_official(src: str | Path, out: str | Path, sigma: float | None = None
     if not isinstance(state, dict) or not isinstance(state.get("film_mlp"), dict):
         raise CheckpointError(f"{weights} does not hold {{'film_mlp': state_dict}}")
     sd = state["film_mlp"]
+    bad = sorted(k for k, v in sd.items()
+                 if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise CheckpointError(f"{weights}: non-finite values in film_mlp {', '.join(bad)} (a diverged run?)")
     try:
         w0, w2 = sd["0.weight"], sd["2.weight"]
     except KeyError as err:

@@ -56,7 +56,8 @@ def _load_run(run: Path) -> FusarGPT:
         cfg = yaml.safe_load((run / RUN_CONFIG).read_text())
         model_cfg = cfg["model"]
     except (OSError, yaml.YAMLError, TypeError, KeyError) as err:
-        raise ValueError(f"{run / RUN_CONFIG}: not a readable run configuration ({err})") from None
+        raise ValueError(f"{run / RUN_CONFIG}: not a readable run configuration ({' '.join(str(err).split())})"
+                         ) from None
     weights = run / "model" if (run / "model" / "config.json").exists() else model_cfg.get("base")
     if not weights:
         raise ValueError(f"{run / RUN_CONFIG}: names no base weights (model.base)")

@@ -1,0 +1,209 @@
+"""The bad-input corpus (issue 17): one generated case of each kind the probe found, through the command line.
+
+Each case must end in exactly one of: exit 2 with ONE line on stderr naming the input (never a traceback, never
+a hang), or a quarantine entry with its reason while the valid inputs build. HTTP cases live in test_serve.py
+(they need the loopback server); recipe ranges in test_recipes.py; this file keeps one of each kind together so
+that none comes back unnoticed. No large file is committed: the bombs are a few KB, generated here.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from fusar_gpt.__main__ import main
+
+from .infer_helpers import YEAR, make_aef, make_run, utm_scene, write_scene
+
+
+def bomb_png(path, side: int = 15000):
+    """A 1-bit PNG of side x side pixels in ~30 KB (225 million pixels when decoded)."""
+    row = b"\x00" + b"\x00" * ((side + 7) // 8)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(row * side, 9)) + chunk(b"IEND", b""))
+    return path
+
+
+def vrt_tif(path, target):
+    path.write_text(f'<VRTDataset rasterXSize="8" rasterYSize="8"><VRTRasterBand dataType="Byte" band="1">'
+                    f'<SimpleSource><SourceFilename>{target}</SourceFilename><SourceBand>1</SourceBand>'
+                    f'</SimpleSource></VRTRasterBand></VRTDataset>')
+    return path
+
+
+def one_line_exit_2(argv, capsys, *needles) -> str:
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_dir):
+    root = tmp_path_factory.mktemp("bad")
+    return make_run(root, tiny_dir), make_aef(root / "aef"), root
+
+
+ASK = "How many ships are in this image?"
+
+
+def test_ask_refuses_each_bad_image_in_one_line(run, tmp_path, capsys):
+    model, aef, _ = run
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + b"\x07" * 300)
+    one_line_exit_2(["ask", model, corrupt, ASK, "--aef", aef], capsys, "corrupt.tif")
+    plain = tmp_path / "plain.tif"
+    with rasterio.open(plain, "w", driver="GTiff", width=32, height=32, count=1, dtype="float32") as ds:
+        ds.write(np.random.default_rng(0).random((1, 32, 32), np.float32))
+    one_line_exit_2(["ask", model, plain, ASK, "--aef", aef], capsys, "plain.tif", "georeference")
+    one_line_exit_2(["ask", model, vrt_tif(tmp_path / "v.tif", "/etc/hostname"), ASK, "--no-aef"], capsys,
+                    "not a GeoTIFF, PNG or JPEG")
+    one_line_exit_2(["ask", model, bomb_png(tmp_path / "bomb.png"), ASK, "--no-aef"], capsys, "bomb.png")
+    scene = utm_scene(tmp_path / "utm_20240501.tif")
+    for year in ("-3", "99999999999999999999"):
+        one_line_exit_2(["ask", model, scene, ASK, "--aef", aef, "--year", year], capsys, "year")
+    one_line_exit_2(["ask", model, scene, "x" * 16_001, "--aef", aef], capsys, "16000")
+
+
+def test_detect_scene_refuses_a_scene_of_too_many_tiles_from_its_header(run, tmp_path, capsys):
+    model, aef, _ = run
+    huge = tmp_path / "huge.tif"
+    with rasterio.open(huge, "w", driver="GTiff", width=100_000, height=100_000, count=1, dtype="uint8",
+                       crs="EPSG:32631", transform=Affine(10, 0, 500_000, 0, -10, 4_800_000), tiled=True,
+                       sparse_ok=True) as ds:
+        ds.write(np.ones((1, 16, 16), np.uint8), window=((0, 16), (0, 16)))
+    one_line_exit_2(["detect-scene", model, huge, "--no-aef", "--out", tmp_path / "d.geojson"], capsys,
+                    "huge.tif", "tiles", "--max-tiles")
+
+
+def test_broken_run_directories_are_one_line_naming_the_file(run, tmp_path, capsys):
+    import shutil
+
+    model, aef, root = run
+    scene = utm_scene(tmp_path / "utm_20240501.tif")
+    cases = {"tlm.safetensors": b"", "tlm.json": b"{not json", "config.yaml": b"model: [unclosed",
+             "adapter/adapter_config.json": b"\x00\x01garbage"}
+    for name, data in cases.items():
+        broken = tmp_path / f"run-{name.replace('/', '_')}"
+        shutil.copytree(model, broken)
+        (broken / name).write_bytes(data)
+        one_line_exit_2(["ask", broken, scene, ASK, "--no-aef", "--json"], capsys, name.split("/")[-1])
+    bare = tmp_path / "no-chip"
+    shutil.copytree(model, bare)
+    (bare / "chip.json").unlink()
+    one_line_exit_2(["ask", bare, scene, ASK, "--no-aef", "--json"], capsys, "chip.json", "fusar-gpt chip-spec")
+
+
+def _coco(path, images, anns):
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "ship"}]}))
+    return path
+
+
+def test_build_quarantines_each_bad_image_and_keeps_the_valid_ones(tmp_path, capsys):
+    aef = make_aef(tmp_path / "aef")
+    images = tmp_path / "images"
+    images.mkdir()
+    good = utm_scene(images / "good_20240501.tif", size=64)
+    t = Affine(10.0, 0.0, 500_600.0, 0.0, -10.0, 4_800_000.0)
+    write_scene(images / "zero_20240501.tif", np.zeros((64, 64), np.float32), transform=t)
+    write_scene(images / "nan_20240501.tif", np.full((64, 64), np.nan, np.float32), transform=t)
+    write_scene(images / "tiny_20240501.tif", np.random.default_rng(1).random((1, 1), np.float32), transform=t)
+    write_scene(images / "pacific_20240501.tif", np.random.default_rng(2).random((64, 64), np.float32),
+                transform=Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 1e8))
+    vrt_tif(images / "vrt_20240501.tif", good)
+    names = ["good_20240501.tif", "zero_20240501.tif", "nan_20240501.tif", "tiny_20240501.tif",
+             "pacific_20240501.tif", "vrt_20240501.tif", "typed_20240501.tif"]
+    utm_scene(images / "typed_20240501.tif", size=64, seed=3)
+    coco = _coco(tmp_path / "coco.json",
+                 [{"id": i + 1, "file_name": n, "width": 64, "height": 64} for i, n in enumerate(names)],
+                 [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 8, 8]},
+                  {"id": 2, "image_id": "7", "category_id": 1, "bbox": [10, 10, 8, 8]}])  # "7" for the int id 7
+    out = tmp_path / "ds"
+    assert main([str(a) for a in ["build", "--images", images, "--annotations", coco, "--aef", aef, "--out", out,
+                                  "--frame", "224", "--tasks", "count", "--split", "1,0,0", "--json"]]) == 0
+    capsys.readouterr()
+    quarantine = {json.loads(ln)["image"]: json.loads(ln)["reason"]
+                  for ln in (out / "quarantine.jsonl").read_text().splitlines()}
+    built = {json.loads(ln)["meta"]["source"].rsplit("/", 1)[-1]
+             for ln in (out / "manifest.jsonl").read_text().splitlines()}
+    assert built == {"good_20240501.tif"}
+    expect = {"zero_20240501.tif": "constant", "nan_20240501.tif": "no valid pixel", "tiny_20240501.tif": "1 x 1",
+              "pacific_20240501.tif": "area of use", "vrt_20240501.tif": "not a readable raster",
+              "typed_20240501.tif": "image_id"}
+    for name, needle in expect.items():
+        reasons = [r for img, r in quarantine.items() if name in img or (needle == "image_id" and "image_id" in r)]
+        assert reasons and any(needle in r for r in reasons), (name, quarantine)
+
+
+def test_build_and_score_refuse_malformed_files_in_one_line(tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    images = tmp_path / "images"
+    images.mkdir()
+    utm_scene(images / "a_20240501.tif", size=32)
+    one_line_exit_2(["build", "--images", images, "--annotations", deep, "--aef", make_aef(tmp_path / "aef"),
+                     "--out", tmp_path / "ds"], capsys, "deep.json")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "image": "a.png", "coordinate_size": 224, "question": "q\u2028x",
+                                    "answer": "1", "task": "count"}, ensure_ascii=False) + "\n")
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "nobody", "answer": "1"}) + "\n")
+    one_line_exit_2(["score", "--predictions", preds, "--manifest", manifest], capsys, "p.jsonl")
+    preds.write_text("")
+    one_line_exit_2(["score", "--predictions", preds, "--manifest", manifest], capsys, "p.jsonl")
+
+
+@pytest.mark.parametrize("text, key", [
+    ("train: {max_grad_norm: -1}", "max_grad_norm"), ("train: {lr: .inf}", "lr"), ("lora: {alpha: -32}", "alpha"),
+    ("tlm: {sigma: .inf}", "sigma"), ("lora: {r: 100000000}", "lora.r"), ("inherit: [a, b]", "inherit"),
+    ("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]", "alias"),
+])
+def test_absurd_recipes_are_one_line_naming_the_key(text, key, tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: bad\nstage: 1\nmodel: {preset: tiny}\n" + text + "\n")
+    one_line_exit_2(["train", recipe, "--data", tmp_path / "none.jsonl", "--out", tmp_path / "run"], capsys, key)
+    assert not (tmp_path / "run").exists()
+
+
+def test_year_and_geo_values_out_of_range_are_refused(run, tmp_path, capsys):
+    _, aef, _ = run
+    one_line_exit_2(["aef", "sample", "--aef", aef, "--bbox", "2.0,45.0,2.1,45.1", "--year", "-3"], capsys,
+                    "year")
+    one_line_exit_2(["aef", "sample", "--aef", aef, "--bbox", "2.0,95.0,2.1,96.0", "--year", str(YEAR)], capsys,
+                    "lat")
+
+
+def test_non_finite_or_torn_weights_are_refused_naming_the_file(run, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    from fusar_gpt.model.checkpoint import export_official
+    from fusar_gpt.model.tlm import TLM
+
+    tlm = TLM(24, sigma=2.0)
+    with torch.no_grad():
+        tlm.mlp[0].weight[0, 0] = float("nan")
+    export_official(tlm, tmp_path / "official")
+    one_line_exit_2(["import-official", tmp_path / "official", "--out", tmp_path / "imported"], capsys,
+                    "vec64_film.pt", "non-finite")
+    assert not (tmp_path / "imported").exists()
+    model, _, _ = run
+    torn = tmp_path / "torn-adapter"
+    shutil.copytree(model, torn)
+    weights = next((torn / "adapter").glob("adapter_model.*"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    scene = utm_scene(tmp_path / "utm_20240501.tif")
+    one_line_exit_2(["ask", torn, scene, ASK, "--no-aef", "--json"], capsys, "adapter")
