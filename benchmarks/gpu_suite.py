@@ -52,11 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is not a
 import tlm_overhead  # noqa: E402
 import train_throughput  # noqa: E402
 
+from fusar_gpt.losses import token_loss  # noqa: E402
 from fusar_gpt.model.backbone import build_random_model  # noqa: E402
 from fusar_gpt.model.fusar import FusarGPT, Priors  # noqa: E402
 from fusar_gpt.model.policy import add_lora, apply_policy  # noqa: E402
 from fusar_gpt.model.tlm import TLM  # noqa: E402
-from fusar_gpt.train import token_loss  # noqa: E402
 
 # Nominal dense bf16 tensor-core peaks, TFLOP/s; the first name contained in the device name wins.
 PEAKS = (("H100 PCIe", 756.5), ("H100 NVL", 835.5), ("H200 NVL", 835.5), ("H100", 989.4), ("H200", 989.4),

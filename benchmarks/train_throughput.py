@@ -54,6 +54,7 @@ from fusar_gpt.data.build import BuildConfig, build
 from fusar_gpt.data.dataset import ManifestDataset
 from fusar_gpt.data.synth import make_world
 from fusar_gpt.inputs import IGNORE_INDEX, InputProcessor
+from fusar_gpt.losses import token_loss
 from fusar_gpt.model.backbone import (
     DEFAULT_CORPUS,
     SPECIAL_TOKENS,
@@ -65,7 +66,7 @@ from fusar_gpt.model.backbone import (
 from fusar_gpt.model.fusar import FusarGPT
 from fusar_gpt.model.policy import add_lora, apply_policy
 from fusar_gpt.model.tlm import TLM
-from fusar_gpt.train import build_model, resolve_paths, token_loss
+from fusar_gpt.train import build_model, resolve_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE1_RECIPE = ROOT / "configs" / "tiny-cpu" / "stage1.yaml"

@@ -44,7 +44,7 @@ ONE_PROCESS = SimpleNamespace(num_processes=1)  # what token_loss needs of an Ac
 
 
 def _step(model, optimizer, collate, items) -> int:
-    from fusar_gpt.train import token_loss
+    from fusar_gpt.losses import token_loss
 
     batch = collate(items)
     loss, _, n_tok = token_loss(model, batch, ONE_PROCESS)

@@ -11,27 +11,24 @@ and the position is part of every checkpoint, which makes ``--resume`` exact.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import random
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .chip import CHIP_FILE, ChipSpec, dataset_spec, read_spec
 from .config import Recipe, RecipeError, expand, save_recipe
 from .data.dataset import OFFICIAL_FRAME, Conversations, ManifestDataset, load_manifest
-from .inputs import IGNORE_INDEX, InputProcessor
+from .inputs import InputProcessor
+from .losses import token_loss
 from .model.base import build_base
 from .model.checkpoint import latest_checkpoint, load_adapter, load_tlm, safe_torch_load, save_checkpoint
 from .model.fusar import FusarGPT
 from .model.policy import Trained, add_lora, adds_lora, apply_policy, whole_backbone
 from .model.tlm import TLM
+from .run_log import log_row, rng_state, set_rng_state, tensorboard, truncate_log
 
 
 def resolve_paths(recipe: Recipe, out: str | None = None, data: str | None = None, init: str | None = None) -> Recipe:
@@ -140,65 +137,6 @@ class Batches:
         return batch[self.rank * share:(self.rank + 1) * share]
 
 
-LOSS_POWER = {"answer": 0.0, "sqrt": 0.5}   # loss_per -> exponent of an answer's length in its total weight
-
-
-def answer_weights(target: torch.Tensor, power: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight per target position, total weight) for ``loss_per: answer`` (``power`` 0) and ``sqrt`` (0.5): each
-    supervised answer (one contiguous run of labels) of n tokens weighs n**power in total, spread evenly over its
-    tokens. Why: in a conversation a caption holds ~100 tokens and a count answer 2, so a token mean (power 1)
-    teaches almost only captions and box lists, while one weight per answer (power 0) gives a caption token 1/100
-    of a count token and long answers are barely learned; the square root (InternVL 2.5's "square averaging")
-    sits between the two."""
-    mask = target != IGNORE_INDEX
-    first = mask & ~F.pad(mask[:, :-1], (1, 0), value=False)
-    span = torch.cumsum(first.flatten().long(), 0).view_as(target) * mask  # 1.. per answer, 0 off answers
-    sizes = torch.bincount(span.flatten()).float()
-    sizes[0] = 1
-    total = (sizes[1:] ** power).sum() if power else first.sum()
-    return mask * sizes[span] ** (power - 1.0), total
-
-
-def token_loss(model, batch, accelerator, per: str = "token") -> tuple[torch.Tensor, float, int]:
-    """(loss to backpropagate, global mean loss, global supervised tokens) for one micro-batch. ``per="token"``:
-    the mean over supervised tokens; ``per="answer"``: the mean over answers of each answer's token mean;
-    ``per="sqrt"``: each answer's token mean weighted by the square root of its length."""
-    labels = batch.pop("labels")
-    logits = model(**batch).logits[:, :-1].float()
-    target = labels[:, 1:].to(logits.device)
-    n_tokens = (target != IGNORE_INDEX).sum()
-    if per in LOSS_POWER:
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                             ignore_index=IGNORE_INDEX, reduction="none")
-        weights, n_local = answer_weights(target, LOSS_POWER[per])
-        loss_sum = (ce * weights.reshape(-1)).sum()
-    else:
-        loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                   ignore_index=IGNORE_INDEX, reduction="sum")
-        n_local = n_tokens
-    stats = torch.stack([loss_sum.detach().float(), n_local.float(), n_tokens.float()])
-    if accelerator.num_processes > 1:
-        stats = accelerator.reduce(stats, "sum")
-    n_global = max(float(stats[1]), 1.0)
-    # DDP averages gradients over processes; scaling by N / n_global makes that the global mean
-    return loss_sum * accelerator.num_processes / n_global, float(stats[0]) / n_global, int(stats[2])
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
-    np.random.set_state((s["numpy"][0], s["numpy"][1].numpy().astype(np.uint32), *s["numpy"][2:]))
-    if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
 def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
     """Train per the recipe into ``recipe.out``; returns the summary (also the last line of log.jsonl).
 
@@ -253,10 +191,10 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
             optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
-        _set_rng_state(state["rng"])
-        _truncate_log(run / "log.jsonl", step, accelerator.is_main_process)
+        set_rng_state(state["rng"])
+        truncate_log(run / "log.jsonl", step, accelerator.is_main_process)
     val = _val_data(recipe)
-    board = _tensorboard(run, recipe) if accelerator.is_main_process else None
+    board = tensorboard(run, recipe) if accelerator.is_main_process else None
     bar = None
     if progress and accelerator.is_main_process:
         from tqdm import tqdm
@@ -289,13 +227,13 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
                 "lr": scheduler.get_last_lr()[0], "samples_per_s": round(seen / dt, 3),
                 "tokens_per_s": round(tokens / dt, 1)}
         if step % t.log_every == 0 or step == end:
-            _log(run / "log.jsonl", last, accelerator.is_main_process, board)
+            log_row(run / "log.jsonl", last, accelerator.is_main_process, board)
         if bar is not None:
             bar.update()
             bar.set_postfix(loss=f"{loss_acc:.4f}", samples_s=f"{seen / dt:.2f}")
         if val is not None and t.eval_every and step % t.eval_every == 0:
-            _log(run / "log.jsonl", {"step": step, "val_loss": evaluate_loss(model, val, collate, recipe, accelerator)},
-                 accelerator.is_main_process, board)
+            val_loss = evaluate_loss(model, val, collate, recipe, accelerator)
+            log_row(run / "log.jsonl", {"step": step, "val_loss": val_loss}, accelerator.is_main_process, board)
         if (t.save_every and step % t.save_every == 0) or step == end:
             _save(model, optimizer, scheduler, run, step, recipe, accelerator)
     if bar is not None:
@@ -303,7 +241,7 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     summary = dict(last)
     if val is not None and step == total:
         summary["val_loss"] = evaluate_loss(model, val, collate, recipe, accelerator)
-        _log(run / "log.jsonl", {"step": step, "val_loss": summary["val_loss"]}, accelerator.is_main_process, board)
+        log_row(run / "log.jsonl", {"step": step, "val_loss": summary["val_loss"]}, accelerator.is_main_process, board)
     if board is not None:
         board.close()
     summary.update(run=str(run), steps=step, total_steps=total, finished=step == total,
@@ -384,47 +322,7 @@ def _save(model, optimizer, scheduler, run: Path, step: int, recipe: Recipe, acc
     full = accelerator.get_state_dict(model) if sharded else None
     if accelerator.is_main_process:
         state = {"step": step, "optimizer": None if sharded else optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": _rng_state(), "recipe": recipe.name}
+                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "recipe": recipe.name}
         save_checkpoint(accelerator.unwrap_model(model), run, step, state, keep=recipe.train.keep_checkpoints,
                         state_dict=full)
     accelerator.wait_for_everyone()
-
-
-def _tensorboard(run: Path, recipe: Recipe):
-    if not recipe.train.tensorboard:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise RecipeError("train.tensorboard: needs the tensorboard package (pip install tensorboard)") from None
-    return SummaryWriter(str(run / "tensorboard"))
-
-
-def _log(path: Path, row: dict, main: bool, board=None) -> None:
-    if main:
-        with open(path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        if board is not None:
-            for key, value in row.items():
-                if key not in ("step", "epoch"):
-                    board.add_scalar(key, value, row["step"])
-
-
-def _truncate_log(path: Path, step: int, main: bool) -> None:
-    """Drop log lines after the resumed step: the resumed run writes them again. A torn last line (the process
-    was killed mid-write) is dropped with a notice; a bad line before it is an error naming the file."""
-    if not (main and path.exists()):
-        return
-    lines = [ln for ln in path.read_text().split("\n") if ln.strip()]
-    keep = []
-    for n, ln in enumerate(lines, start=1):
-        try:
-            row = json.loads(ln)
-        except json.JSONDecodeError:
-            if n == len(lines):
-                print(f"{path}: dropped a torn last line (the run was stopped while writing it)", file=sys.stderr)
-                break
-            raise RecipeError(f"{path} line {n}: not valid JSON; the log is damaged (move it aside)") from None
-        if isinstance(row, dict) and row.get("step", 0) <= step:
-            keep.append(ln)
-    path.write_text("".join(ln + "\n" for ln in keep))

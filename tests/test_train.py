@@ -269,7 +269,7 @@ def test_backbone_training_refuses_a_tlm(dataset, tmp_path):
 def test_loss_per_answer_weighs_every_answer_the_same():
     from types import SimpleNamespace
 
-    from fusar_gpt.train import answer_weights, token_loss
+    from fusar_gpt.losses import answer_weights, token_loss
 
     target = torch.tensor([[-100, 5, 6, -100, -100, 7, -100], [8, 9, 10, 11, -100, -100, -100]])
     weights, n = answer_weights(target)
@@ -291,7 +291,7 @@ def test_loss_per_answer_weighs_every_answer_the_same():
 
 
 def test_loss_per_sqrt_weighs_an_answer_by_the_root_of_its_length():
-    from fusar_gpt.train import answer_weights
+    from fusar_gpt.losses import answer_weights
 
     target = torch.tensor([[-100, 5, 6, -100, 7, 7, 7, 7, -100]])
     weights, total = answer_weights(target, 0.5)
