@@ -29,6 +29,7 @@ from .geo.frame import MODEL_PATCH, FrameMap, to_model_frame
 from .geo.plain import PLAIN_SUFFIXES, InputTooLarge, read_plain, to_gray
 from .geo.radiometry import to_uint8
 from .geo.raster import DEFAULT_MAX_PIXELS, SarImage, open_raster, read_sar
+from .io_atomic import write_text
 
 CHIP_FILE = "chip.json"
 CHIP_FORMAT = "fusar-gpt.chip/1"
@@ -49,7 +50,6 @@ class MissingChipSpec(FileNotFoundError):
 class ChipSpec:
     """How a file becomes model input. ``stretch`` None = each image's own 2-98 % dB percentiles; ``bands`` /
     ``pol`` as ``fusar-gpt build --bands/--pol`` (None = read from the band descriptions, co-pol first)."""
-
     frame: int = 504
     grid: int = 8
     sampling: str = "point"
@@ -104,8 +104,6 @@ class ChipSpec:
 
     def save(self, folder) -> Path:
         """``folder/chip.json``, written through a temporary sibling (readers never see half a file)."""
-        from .io_atomic import write_text
-
         path = Path(folder) / CHIP_FILE
         write_text(path, json.dumps({"format": CHIP_FORMAT, **self.to_dict()}, indent=2) + "\n")
         return path
@@ -146,7 +144,6 @@ def dataset_spec(manifest) -> ChipSpec | None:
 class ModelChip:
     """One model-ready input: the 8-bit image in the model frame, its anchors (None = no AEF prior) and, when
     boxes were given, those boxes in frame pixels."""
-
     image: np.ndarray
     anchors: Anchors | None
     source: str

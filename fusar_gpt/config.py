@@ -19,7 +19,7 @@ from typing import Literal
 
 import yaml
 
-from .data.tasks import stage_tasks
+from .data.tasks import TASKS, stage_tasks
 
 # Every vocabulary a recipe key takes, defined once: the dataclass fields below are typed with these, check()
 # accepts exactly their values, and other modules import the tuples (model/policy.py has a row per TRAINABLE).
@@ -168,8 +168,6 @@ def _ranges(r: Recipe) -> list[tuple[str, float, str]]:
 
 def check(r: Recipe) -> None:
     """Cross-field rules that types alone cannot say."""
-    from .data.tasks import TASKS
-
     _choice("stage", r.stage, tuple(STAGE_TRAINABLE))
     _check_vocabularies(r)
     if r.model.base is None and r.model.preset is None:

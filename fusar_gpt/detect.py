@@ -23,6 +23,11 @@ from .boxes import overlaps
 from .chip import raster_chip, read_raster
 from .data.tasks import DETECT_QUESTIONS, parse_boxes, plural
 from .geo import GeoError
+from .geo.frame import chip_windows
+from .geo.plain import InputTooLarge
+from .geo.raster import acquisition_date, open_raster
+from .geo.transforms import pixel_to_map, to_lonlat
+from .infer import answer
 from .io_atomic import write_json
 
 DETECT_QUESTION = DETECT_QUESTIONS[0]
@@ -62,7 +67,6 @@ def _scene_header(path: Path):
     from rasterio.errors import RasterioError
     from rasterio.transform import from_gcps
 
-    from .geo.raster import acquisition_date, open_raster
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such scene file")
@@ -82,8 +86,6 @@ def _scene_header(path: Path):
 
 
 def pixels_to_lonlat(crs, transform, cols, rows) -> tuple[np.ndarray, np.ndarray]:
-    from .geo.transforms import pixel_to_map, to_lonlat
-
     lon, lat = to_lonlat(crs, *pixel_to_map(transform, cols, rows))
     return np.asarray(lon), np.asarray(lat)
 
@@ -125,7 +127,6 @@ def check_inputs(scene, out, coco, classes, tile, overlap, frame, max_tiles: int
     header = _scene_header(Path(scene))
     n = tile_count(header[0], header[1], tile, overlap)
     if n > max_tiles:
-        from .geo.plain import InputTooLarge
 
         raise InputTooLarge(f"{scene}: {header[0]}x{header[1]} pixels is {n} tiles of {tile} px, above the cap of "
                             f"{max_tiles} (--max-tiles; or cut the scene, or use larger --tile)")
@@ -142,8 +143,6 @@ def detect_scene(model, spec, scene, out, *, classes=("ship", "plane"), store=No
     ``model`` is anything with FusarGPT's ``answer(images, questions, priors, max_new_tokens=...)``."""
     from tqdm import tqdm
 
-    from .geo.frame import chip_windows
-    from .infer import answer
 
     scene, out = Path(scene), Path(out)
     classes, tile, (width, height, crs, transform, date) = check_inputs(scene, out, coco, classes, tile, overlap,

@@ -16,9 +16,14 @@ from pathlib import Path
 import torch
 
 from .chip import ChipSpec, dataset_spec
+from .data.dataset import ManifestDataset, ManifestError, load_manifest
 from .data.tasks import REGISTRY
+from .geo import GeoError
+from .inputs import InputProcessor
 from .io_atomic import write_json, write_jsonl
 from .model.loader import load_model
+from .report import metrics_table, write_comparison, write_report
+from .scoring import majority_predictions, paired, read_predictions, score
 
 # enough for the canonical answers of each task (captions and box lists are the long ones): the registry's budgets
 MAX_NEW_TOKENS = {name: t.max_new_tokens for name, t in REGISTRY.items()}
@@ -32,10 +37,6 @@ def predict(model, records: Sequence[dict], *, spec: ChipSpec | None = None, bat
     dict), a record whose image or anchors cannot be read (missing, corrupt, 16-bit, a decompression bomb, a torn
     .npz) is left out, its one-line reason stored under its id, and every other record is answered; without it,
     the first such record raises."""
-    from .data.dataset import ManifestDataset, ManifestError
-    from .geo import GeoError
-    from .inputs import InputProcessor
-
     limits = {**MAX_NEW_TOKENS, **(max_new_tokens or {})}
     data = ManifestDataset(list(records), spec=spec)
     collate = InputProcessor(model.processor, train=False)
@@ -96,10 +97,6 @@ def evaluate_run(run, manifest, *, split: str | None = "test", tasks: Sequence[s
     """Generate on ``split``, score, and write predictions.jsonl, metrics.json and report.md into ``out``
     (default: the run directory). The majority-answer baseline comes from ``baseline_split``. ``limit`` keeps the
     first records, ``per_task`` the first n records of each task named (manifest order, so the same every run)."""
-    from .data.dataset import load_manifest
-    from .report import write_report
-    from .scoring import majority_predictions, score
-
     records = load_manifest(manifest, split=split, tasks=tasks)
     if limit:
         records = records[:limit]
@@ -149,10 +146,6 @@ def compare_runs(runs: Sequence, *, out=".", names: Sequence[str] | None = None,
     Every run must have been evaluated on the same manifest and split: paired differences are
     only meaningful on the same records.
     """
-    from .data.dataset import load_manifest
-    from .report import metrics_table, write_comparison
-    from .scoring import paired, read_predictions
-
     runs = [Path(r) for r in runs]
     names = list(names) if names else [r.name for r in runs]
     if len(names) != len(runs):

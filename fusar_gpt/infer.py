@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .chip import ChipSpec, ModelChip, load_chip
+from .data.dataset import load_manifest
+from .evaluate import predict, write_predictions
 from .geo.plain import PLAIN_SUFFIXES
 from .inputs import to_priors
 from .io_atomic import write_jsonl
@@ -111,9 +113,6 @@ def ask_manifest(model, manifest, out, *, spec: ChipSpec | None = None, split: s
                  batch_size: int = 8, progress: bool = False) -> dict:
     """Every record of a manifest (its own image, anchors and question) -> ``{id, answer}`` lines that
     ``fusar-gpt score`` reads. Same batched generation as ``fusar-gpt eval``."""
-    from .data.dataset import load_manifest
-    from .evaluate import predict, write_predictions
-
     records = load_manifest(manifest, split=split)
     if not records:
         raise ValueError(f"{manifest}: no records" + (f" in split {split!r}" if split else ""))

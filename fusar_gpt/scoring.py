@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .boxes import iou  # noqa: F401  (re-exported: callers read IoU, tokens and LCS from here)
+from .data.dataset import read_jsonl
 from .data.tasks import LANDCOVER_WORDS, REGISTRY, TASKS
 from .outcomes import CIDER_SIGMA, ROUGE_BETA, THRESHOLDS, Figures, lcs, match_boxes, tokens  # noqa: F401
 
@@ -195,8 +196,6 @@ def read_predictions(path) -> dict[str, str]:
     """``{"id", "answer"}`` JSONL lines (blank lines skipped) -> id -> answer; ``{"id", "error"}`` lines (a record
     that could not be asked) are left out, so they score as unanswered. A bad line or a repeated id is a one-line
     ValueError naming the file and line."""
-    from .data.dataset import read_jsonl
-
     out: dict[str, str] = {}
     lines: dict[str, int] = {}
     for where, obj in read_jsonl(path, ValueError, "predictions"):

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from starlette.requests import Request  # at module level: FastAPI resolves the handlers' annotations here
 
 from .data.record import MAX_QUESTION_CHARS
+from .geo.aef import AEFStore
 from .inputs import InputProcessor
+from .model.loader import load_model
 from .serve_api import ApiError, parse_chat, prepare_request
 from .serve_batcher import Batcher
 from .serve_limits import PixelBudget, header_timeout_protocol
@@ -246,11 +248,9 @@ def serve(path, config: ServeConfig, *, port: int = 8000, aef: str | None = None
     """Load the run (or exported model), check the configuration, and serve until interrupted."""
     import uvicorn
 
-    from .model.loader import load_model
 
     config.check()  # before loading gigabytes of weights
     if aef:
-        from .geo.aef import AEFStore
 
         config.store = AEFStore(aef, index=aef_index)
     model, config.chip = load_model(path, device)

@@ -19,6 +19,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
+from .chip import InputTooLarge, load_chip
+from .geo import GeoError, check_bbox
+from .geo.anchors import Anchors
 from .serve_limits import Busy, PixelBudget, header_pixels
 
 YEARS = (1900, 2100)  # as the AEF store: a year outside is a typo, not a request for the nearest year
@@ -40,7 +43,6 @@ class ChatRequest(BaseModel):
     """The body fields this server reads (others, such as ``temperature``, are ignored). Strict types: ``"5"`` is
     not a number of tokens and ``1`` is not ``true``. ``messages`` is checked by :func:`_content`, whose rules
     (one user message, one image part) pydantic's unions would only make harder to explain."""
-
     model_config = ConfigDict(strict=True, extra="ignore")
 
     model: StrictStr | None = None
@@ -139,9 +141,6 @@ def _image(url: str) -> dict:
 
 
 def _geo(req: ChatRequest) -> dict:
-    from .geo import GeoError, check_bbox
-    from .geo.anchors import Anchors
-
     geo = {"no_aef": req.no_aef, "year": req.year}
     try:
         geo["bbox"] = None if req.bbox is None else check_bbox(req.bbox)
@@ -205,8 +204,6 @@ def under_root(name: str, root) -> Path:
 def prepare_request(req: dict, config, budget: PixelBudget | None = None, timeout: float = 0.0):
     """The request's :class:`~fusar_gpt.chip.ModelChip` (runs in a worker thread: it reads files). With a
     ``budget``, the decoding waits up to ``timeout`` s for its pixels (503 when they cannot be had)."""
-    from .chip import InputTooLarge, load_chip
-
     geo = dict(req["geo"])
     if geo.get("anchors_path"):
         geo["anchors"] = under_root(geo.pop("anchors_path"), config.image_root)

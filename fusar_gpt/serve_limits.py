@@ -16,6 +16,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .geo.raster import open_raster
+
 
 class Busy(Exception):
     """The budget could not be had in time (the server answers 503)."""
@@ -64,7 +66,6 @@ def header_pixels(path: Path | None = None, data: bytes | None = None) -> int:
         return 0
     from rasterio.errors import RasterioError
 
-    from .geo.raster import open_raster
 
     try:
         with open_raster(path) as ds:

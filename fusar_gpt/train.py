@@ -23,6 +23,7 @@ from .config import Recipe, RecipeError, expand, save_recipe
 from .data.dataset import OFFICIAL_FRAME, Conversations, ManifestDataset, load_manifest
 from .inputs import InputProcessor
 from .losses import token_loss
+from .model.backbone import load_backbone
 from .model.base import build_base
 from .model.checkpoint import latest_checkpoint, load_adapter, load_tlm, safe_torch_load, save_checkpoint
 from .model.fusar import FusarGPT
@@ -83,8 +84,6 @@ def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
 
 def _build(recipe: Recipe, weights_from: Path | None = None) -> tuple[FusarGPT, Trained]:
     """:func:`build_model` and what its policy trains (the names, the optimizer groups at the recipe's lrs)."""
-    from .model.backbone import load_backbone
-
     dtype = getattr(torch, recipe.model.dtype)
     whole = whole_backbone(recipe.trains)
     weights = weights_from / "model" if whole and weights_from is not None else Path(build_base(recipe))

@@ -17,8 +17,9 @@ import numpy as np
 
 from ..io_atomic import atomic_path
 from . import GeoError
-from .aef import BANDS, DIM, NODATA
+from .aef import BANDS, DIM, NODATA, natural_zone
 from .aef_index import CSV_COLUMNS, parse_zone, scan_tiles
+from .transforms import lonlat_to
 
 
 def utm_epsg(zone: str) -> int:
@@ -34,9 +35,6 @@ def tile_origin(lon: float, lat: float, size: int, pixel_size: float = 10.0, zon
     The zone defaults to the point's own zone; pass ``zone`` to build a tile of a neighbouring zone
     that reaches over the zone edge, as real tiles near the edges do.
     """
-    from .aef import natural_zone
-    from .transforms import lonlat_to
-
     if zone is None:
         num, north = natural_zone(np.array([lon]), np.array([lat]))
         zone = f"{int(num[0])}{'N' if north[0] else 'S'}"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ..config import Recipe
 from ..data.dataset import load_manifest
+from .backbone import DEFAULT_CORPUS, make_backbone
+from .warmup import warm_up_base
 
 
 def build_base(recipe: Recipe, progress: bool = False) -> str:
@@ -18,8 +20,6 @@ def build_base(recipe: Recipe, progress: bool = False) -> str:
     interrupted creation is redone, never half used; a later call (another process, a resumed run) finds it built
     and only records it. Under several processes the main process calls this first, the others after a barrier.
     """
-    from .backbone import DEFAULT_CORPUS, make_backbone
-
     if recipe.model.base:
         return recipe.model.base
     base = Path(recipe.out) / "base"
@@ -31,7 +31,6 @@ def build_base(recipe: Recipe, progress: bool = False) -> str:
         texts = list(DEFAULT_CORPUS) + [t for r in records[:4000] for t in (r["question"], r["answer"])]
         make_backbone(recipe.model.preset, tmp, texts=texts, seed=recipe.train.seed)
         if recipe.model.vision_warmup_steps:
-            from .warmup import warm_up_base
 
             warm_up_base(tmp, recipe.data.manifest, steps=recipe.model.vision_warmup_steps,
                          split=recipe.data.train_split, seed=recipe.train.seed, progress=progress)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import __version__
 from ..config import DTYPES
 from ..io_atomic import atomic_dir
 from .checkpoint import save_model_dir, save_tlm
@@ -28,7 +29,6 @@ def export_run(run, out, *, dtype: str | None = None) -> dict:
     """
     import torch
 
-    from .. import __version__
 
     run, out = Path(run), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

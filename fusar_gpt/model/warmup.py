@@ -23,6 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.dataset import load_manifest, read_image
+from ..data.tasks import CELLS, cell_of
+from .backbone import load_backbone
+
 
 def box_maps(objects: list[dict], classes: list[str], frame: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
     """``[gh * gw, 2 * len(classes)]`` targets in merged-token raster order: per class, box centre in the cell
@@ -50,8 +54,6 @@ def position_maps(grid: tuple[int, int]) -> np.ndarray:
     the 3x3 localisation cell (``data.tasks.CELLS``, row-major) holding that centre, in raster order. The cell
     one-hot puts the answer's own vocabulary into each token's content: a localisation answer then only needs
     attention to the target tokens and a copy of their cell, not a position decoded from rotary phases."""
-    from ..data.tasks import CELLS, cell_of
-
     gh, gw = grid
     r, c = np.mgrid[0:gh, 0:gw]
     r, c = r.ravel(), c.ravel()
@@ -78,7 +80,6 @@ def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batc
     returns ``{"steps", "images", "classes", "loss_first", "loss_last"}``."""
     from transformers import get_scheduler
 
-    from ..data.dataset import read_image
 
     by_image = {}
     for r in records:
@@ -139,8 +140,6 @@ def warm_up_base(base: Path, manifest: str, *, steps: int, split: str | None = "
     ``manifest``'s ``split``, save it in place and record what was done in ``base/warmup.json``."""
     import json
 
-    from ..data.dataset import load_manifest
-    from .backbone import load_backbone
 
     backbone, processor = load_backbone(base, dtype=torch.float32)
     torch.manual_seed(seed)
