@@ -13,6 +13,7 @@ import numpy as np
 
 from .boxes import iou
 from .data.parsers import (
+    asked_class,
     cells_in_order,
     parse_boxes,
     parse_cells,
@@ -140,7 +141,8 @@ def detect_outcomes(recs: Sequence[dict], predictions: Mapping[str, str]) -> lis
     rows = []
     for r in recs:
         truth = _truth(r, truth_boxes)
-        asked = (r.get("meta") or {}).get("class") or (truth[0]["label"] if truth else "")
+        asked = ((r.get("meta") or {}).get("class") or asked_class(r.get("question"))
+                 or (truth[0]["label"] if truth else ""))
         preds = parse_boxes(predictions.get(r["id"])) or []
         ious = match_boxes(preds, truth, asked)
         row = {"id": r["id"], "class": asked, "n_true": len(truth), "n_pred": len(preds)}

@@ -336,3 +336,28 @@ def test_dominant_cover_rules():
         dominant_cover({"lava": 0.9})
     with pytest.raises(ValueError, match="finite"):
         dominant_cover({"water": float("nan")})
+
+
+AUTHORS_PROMPT = ("This is a SAR image. Please carefully check the image and detect the following object: plane. "
+                  "Output each detected target\u2019s bbox coordinates in JSON format. The format of the bbox "
+                  "coordinates is:  '''json [ {  \"bbox_2d\": [x1, y1, x2, y2], \"label\": \"category name\" } ]  '''  "
+                  "If there are no such targets in the image, simply respond with None.")
+
+
+def test_the_authors_detection_prompt_is_a_detect_question_and_names_its_class(tmp_path, capsys):
+    from fusar_gpt.__main__ import main
+    from fusar_gpt.data.tasks import asked_class, task_of_question
+
+    assert task_of_question(AUTHORS_PROMPT) == "detect" and asked_class(AUTHORS_PROMPT) == "plane"
+    assert task_of_question("<image>" + AUTHORS_PROMPT.replace("plane", "ship")) == "detect"
+    assert asked_class("How many planes?") is None
+    box = '[{"bbox_2d": [102, 267, 161, 328], "label": "plane"}]'
+    rows = [{"id": "d1", "image": "a.png", "coordinate_size": 504, "question": AUTHORS_PROMPT, "answer": box},
+            {"id": "d2", "image": "b.png", "coordinate_size": 504, "question": AUTHORS_PROMPT, "answer": "None"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "p.jsonl").write_text(json.dumps({"id": "d1", "answer": box}) + "\n"
+                                      + json.dumps({"id": "d2", "answer": box}) + "\n")
+    assert main(["score", "--predictions", str(tmp_path / "p.jsonl"), "--manifest", str(tmp_path / "m.jsonl"),
+                 "--json"]) == 0
+    detect = json.loads(capsys.readouterr().out)["detect"]
+    assert detect["n"] == 2 and 0 < detect["f1@0.5"] < 1  # one true positive, one false positive

@@ -190,3 +190,15 @@ def truth_caption(answer) -> list[str]:
     if not toks:
         raise ValueError(f"caption answer has no words, got {answer!r:.80}")
     return toks
+
+
+# The authors' detection prompt, as their released manifests ask it: "This is a SAR image. Please carefully check the
+# image and detect the following object: plane. Output each detected target's bbox coordinates in JSON format ..."
+AUTHORS_DETECT = re.compile(r"detect the following object:\s*(?P<label>[^.]+?)\s*\.\s*output each detected target"
+                             r"\W{0,2}s? bbox", re.IGNORECASE)
+
+
+def asked_class(question) -> str | None:
+    """The class an authors' detection prompt asks for ("... detect the following object: ship. ..."), or None."""
+    m = AUTHORS_DETECT.search(" ".join(question.lower().split())) if isinstance(question, str) else None
+    return m["label"].strip() if m else None

@@ -40,6 +40,7 @@ from ..outcomes import (
 )
 from .captions import COVER_NAMES, caption_answers, caption_text, dominant_cover, landcover_answers  # noqa: F401
 from .parsers import (  # noqa: F401
+    asked_class,
     cells_in_order,
     parse_boxes,
     parse_cells,
@@ -199,11 +200,17 @@ def _template_re(template: str) -> re.Pattern:
 _TASK_RES = [(t.name, _template_re(q)) for t in _REGISTRY for q in t.questions]
 
 
+def _normal(question: str) -> str:
+    return " ".join(question.replace("<image>", " ").lower().split())
+
+
 def task_of_question(question) -> str | None:
-    """The task of a question asked with one of our templates (as ``build`` writes them), or None: what scores a
-    record that carries no ``task`` (the authors' manifests have none)."""
+    """The task of a question asked with one of our templates (as ``build`` writes them) or with the authors'
+    detection prompt, or None: what scores a record that carries no ``task`` (the authors' manifests have none)."""
     if not isinstance(question, str):
         return None
-    q = " ".join(question.replace("<image>", " ").lower().split())
+    q = _normal(question)
     found = {task for task, rx in _TASK_RES if rx.fullmatch(q)}
+    if not found and asked_class(q):
+        return "detect"
     return found.pop() if len(found) == 1 else None
