@@ -15,7 +15,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .demo import DEMO_TASKS, MAIN_FIGURES, QUICK, DemoSettings, stage0_model, train_and_evaluate, world_and_dataset
+from .data.dataset import load_manifest
+from .demo_findings import MAIN_FIGURES
+from .demo_settings import DEMO_TASKS, QUICK, DemoSettings
+from .demo_steps import stage0_model, train_and_evaluate, world_and_dataset
+from .scoring import paired, read_predictions, score
 
 VARIANTS = {"fusar-gpt": ("tiny-cpu/stage1.yaml", "tiny-cpu/stage2.yaml"),
             "sum": ("ablations/sum-fusion/stage1.yaml", "ablations/sum-fusion/stage2.yaml"),
@@ -28,9 +32,6 @@ LABELS = {"fusar-gpt": "tlm", "sum": "sum", "concat": "concat", "no-aef": "none"
 def run_ablations(out="runs/demo", *, quick: bool = False, settings: DemoSettings | None = None,
                   progress: bool = True) -> dict:
     """Train and evaluate every variant (finished ones are reused) and write ``ablations.json`` + ``.md``."""
-    from .data.dataset import load_manifest
-    from .scoring import paired, read_predictions, score
-
     s = settings or (QUICK if quick else DemoSettings())
     out = Path(out)
     t0, times = time.perf_counter(), {}

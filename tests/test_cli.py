@@ -103,7 +103,7 @@ def test_quick_demo_runs_the_whole_pipeline(quick_demo):
 
 def test_aef_use_answers_again_without_the_anchors(quick_demo):
     from fusar_gpt.data.dataset import load_manifest
-    from fusar_gpt.demo import aef_use
+    from fusar_gpt.demo_aef import aef_use
     from fusar_gpt.evaluate import predict
     from fusar_gpt.model.loader import load_model
 
@@ -255,7 +255,7 @@ def test_build_bad_arguments_are_one_line_exit_2(argv, message, capsys):
 
 
 def test_chance_findings_use_paired_intervals_against_the_majority_answer():
-    from fusar_gpt.demo import chance_findings
+    from fusar_gpt.demo_findings import chance_findings
 
     rec = lambda i, task, answer, cls="ship": {"id": f"{task}{i}", "task": task, "answer": answer,
                                                "meta": {"class": cls}}
@@ -278,7 +278,7 @@ def test_chance_findings_use_paired_intervals_against_the_majority_answer():
 def test_demo_world_never_shrinks_its_scenes_into_the_frame():
     """The demo only localises above chance when targets keep their pixels (README, "The demo"): scenes larger
     than the frame are shrunk and the random vision tower then finds the ship's token only about half the time."""
-    from fusar_gpt.demo import QUICK, DemoSettings
+    from fusar_gpt.demo_settings import QUICK, DemoSettings
 
     s = DemoSettings()
     assert s.image_px[1] <= s.frame and s.min_targets == s.max_targets == 1

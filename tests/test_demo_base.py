@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from fusar_gpt.config import load_recipe
-from fusar_gpt.demo import BASE, BASE_DIR, CONFIGS, STAGE0, DemoSettings, base_record
+from fusar_gpt.demo_settings import BASE, BASE_DIR, CONFIGS, STAGE0, DemoSettings, base_record
 from fusar_gpt.model.backbone import load_backbone, preset_config
 
 

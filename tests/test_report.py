@@ -8,16 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fusar_gpt.report import confusion as confusion_counts
-from fusar_gpt.report import (
-    draw_boxes,
-    example_panels,
-    format_value,
-    metrics_table,
-    verdict,
-    write_comparison,
-    write_report,
-)
+from fusar_gpt.report import write_comparison, write_report
+from fusar_gpt.report_examples import confusion as confusion_counts
+from fusar_gpt.report_examples import draw_boxes, example_panels
+from fusar_gpt.report_tables import format_value, metrics_table, verdict
 
 pytest.importorskip("matplotlib")
 
