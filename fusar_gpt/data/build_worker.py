@@ -1,0 +1,188 @@
+"""One image of the build: read it, check it, make its chip, anchors, questions and records, write its part.
+
+Why apart from the plan and the pool: this is all the work a build process does, a pure function of (image,
+annotation, settings) named by :func:`part_fingerprint`; it runs the same in the parent (``--workers 1``) and
+in a spawned pool worker, and a part whose fingerprint still matches is reused instead of made again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..chip import ModelChip, pixels_chip, raster_chip, read_raster
+from ..geo import GeoError
+from ..geo.aef import AEFStore, grid_positions
+from ..geo.anchors import Anchors
+from ..geo.plain import PLAIN_SUFFIXES, read_plain, to_gray
+from ..geo.raster import DEFAULT_MAX_PIXELS
+from ..io_atomic import write_bytes
+from ..text import one_line
+from .annotations import validate_objects
+from .build_plan import BuildConfig, Job, config_dict
+from .landcover import LandcoverReference, default_reference, describe
+from .record import ManifestRecord
+from .tasks import FrameObj, SceneInfo, build_qa
+
+
+def _boxes(objects) -> np.ndarray:
+    return np.array([o.box for o in objects], float).reshape(-1, 4)
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+MIN_SIDE = 16  # pixels: below this a chip holds no target a 14-px patch (one visual token) can show
+
+
+def degenerate_reason(data: np.ndarray, mask: np.ndarray) -> str | None:
+    """Why an image cannot teach anything (too small, no valid pixel, one constant value), or None. Such files
+    (a 1 x 1 test tile, an all-zero export) otherwise become records whose answers no pixel supports."""
+    h, w = data.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        return f"degenerate image: {w} x {h} px (at least {MIN_SIDE} px a side)"
+    valid = data[mask] if mask is not None else data[np.isfinite(data)]
+    if valid.size == 0:
+        return "degenerate image: no valid pixel (all nodata or NaN)"
+    if float(valid.min()) == float(valid.max()):
+        return f"degenerate image: every valid pixel is {float(valid.min()):g} (a constant image)"
+    return None
+
+
+# BuildConfig fields that do not shape an image's records (where and how fast the build runs)
+_NOT_SHAPING = ("out", "workers", "shard", "images", "fresh")
+
+
+def part_fingerprint(cfg: BuildConfig, job: Job) -> str:
+    """What an image's part was made from: its file (path, size, modification time), its annotation, its split
+    and every build setting that shapes records (AEF root and index, frame, grid, stretch, bands, tasks, classes,
+    land-cover reference, seed, ...). A part whose fingerprint differs is stale and is made again, so a re-run
+    into the same ``--out`` after fixing ``--aef`` or changing ``--frame`` gives what a fresh build gives."""
+    try:
+        st = os.stat(job.path) if job.path else None
+    except OSError:
+        st = None
+    payload = {"config": {k: v for k, v in config_dict(cfg).items() if k not in _NOT_SHAPING},
+               "file": [job.path, st.st_size, st.st_mtime_ns] if st else [job.path, None, None],
+               "annotation": asdict(job.ann) if job.ann is not None else None, "split": job.split,
+               "problems": job.problems}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def read_part(path: Path) -> dict | None:
+    """An image's part file as written, or None when it is missing or torn."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # missing or torn: made again
+
+
+class Worker:
+    """Builds one image at a time; owns the AEF store so each process opens its tiles once."""
+
+    def __init__(self, cfg: BuildConfig):
+        self.cfg = cfg
+        self.spec = cfg.chip_spec()
+        self.out = Path(cfg.out)
+        self.store = AEFStore(cfg.aef, index=cfg.aef_index)
+        self.landcover = (LandcoverReference.from_csv(cfg.landcover_ref) if cfg.landcover_ref
+                          else default_reference())
+
+    def __call__(self, job: Job) -> dict:
+        part = self.out / "parts" / f"{job.stem}.json"
+        fingerprint = part_fingerprint(self.cfg, job)
+        old = read_part(part)
+        if old is not None and old.get("fingerprint") == fingerprint:
+            return old
+        if old is not None:  # made with other inputs or settings: its files go, then it is made again
+            for rec in old.get("records", []):
+                for key in ("image", "aef"):
+                    if rec.get(key):
+                        (self.out / rec[key]).unlink(missing_ok=True)
+        try:
+            result = {"records": self._records(job), "problems": []}
+        except (GeoError, ValueError) as err:
+            reason = one_line(err).replace(f"{job.path}: ", "")
+            result = {"records": [], "problems": [{"image": job.name or job.path, "reason": reason}]}
+        result["fingerprint"] = fingerprint
+        write_bytes(part, json.dumps(result, sort_keys=True).encode())
+        return result
+
+    def _records(self, job: Job) -> list[dict]:
+        if job.problems:
+            raise ValueError("; ".join(job.problems))
+        if Path(job.path).suffix.lower() in PLAIN_SUFFIXES:
+            return self._plain_records(job)
+        img = read_raster(job.path, self.spec)
+        degenerate = degenerate_reason(img.data, img.mask)
+        if degenerate:
+            raise ValueError(degenerate)
+        objects, reason = validate_objects(job.ann.objects, img.width, img.height)
+        if reason:
+            raise ValueError(reason)
+        date = img.date or (job.ann.extra.get("date") and str(job.ann.extra["date"]))
+        if not date:
+            raise ValueError("no acquisition date in the file's tags, its name or the annotation")
+        year = int(str(date)[:4])
+        if not self.store.has_tiles(img.footprint, year):
+            raise ValueError(f"no AEF tile covers its footprint {tuple(round(v, 5) for v in img.footprint)}")
+        chip = raster_chip(img, self.spec, store=self.store, year=year, boxes=_boxes(objects))
+        return self._finish(job, chip, objects, date, {"footprint": [round(v, 7) for v in img.footprint],
+                                                       "year": year, "aef_year": chip.anchors.year})
+
+    def _plain_records(self, job: Job) -> list[dict]:
+        """A PNG/JPEG chip (most public SAR detection sets): its 8-bit pixels as they are, no georeference, so an
+        empty prior (every anchor invalid: the model's missing-prior policy applies) and ``meta.geo`` null."""
+        if self.cfg.require_geo:
+            raise ValueError("a PNG/JPEG chip has no georeference, so no anchors (--require-geo)")
+        pixels = to_gray(read_plain(job.path, Path(job.path).name, DEFAULT_MAX_PIXELS))
+        degenerate = degenerate_reason(pixels.astype(np.float32), np.ones(pixels.shape, bool))
+        if degenerate:
+            raise ValueError(degenerate)
+        h, w = pixels.shape
+        objects, reason = validate_objects(job.ann.objects, w, h)
+        if reason:
+            raise ValueError(reason)
+        pos = grid_positions(self.spec.grid).astype(np.float32)
+        empty = Anchors(np.full((len(pos), 64), np.nan, np.float32), pos, np.zeros(len(pos), bool))
+        chip = pixels_chip(pixels, self.spec, source=str(job.path), prior=empty, boxes=_boxes(objects))
+        date = job.ann.extra.get("date")
+        return self._finish(job, chip, objects, str(date) if date else None,
+                            {"footprint": None, "year": None, "aef_year": None, "geo": None})
+
+    def _finish(self, job: Job, chip: ModelChip, objects, date, geo_meta: dict) -> list[dict]:
+        """Questions and answers, files and records of one image (GeoTIFF or plain chip) in the model frame."""
+        cfg, pixels, anchors = self.cfg, chip.image, chip.anchors
+        frame_objs = [FrameObj(tuple(int(v) for v in b), o.label, o.subtype) for b, o in zip(chip.boxes, objects)]
+        landcover, layout = job.ann.extra.get("landcover"), job.ann.extra.get("landcover_grid")
+        if landcover is None and self.landcover is not None and anchors.n_valid:
+            landcover, layout = describe(anchors, self.landcover)
+        scene = SceneInfo(landcover=landcover, layout=layout, sensor=cfg.sensor, date=str(date) if date else None)
+        qas = build_qa(frame_objs, cfg.frame, cfg.tasks, seed=f"{cfg.seed}:{job.stem}", scene=scene,
+                       classes=cfg.classes, subtypes=cfg.subtypes or None)
+        image_rel, aef_rel = f"images/{job.stem}.png", f"anchors/{job.stem}.npz"
+        write_bytes(self.out / image_rel, _png_bytes(pixels))
+        anchors.save(self.out / aef_rel)
+        meta = {**geo_meta, "date": str(date) if date else None, "sensor": cfg.sensor, "source": str(job.path),
+                "valid_anchors": anchors.n_valid,
+                "objects": [{"box": [round(v, 2) for v in o.box], "label": o.label, "subtype": o.subtype}
+                            for o in objects],
+                "frame_objects": [{"box": list(f.box), "label": f.label, "subtype": f.subtype} for f in frame_objs]}
+        counts: dict[str, int] = {}
+        records = []
+        for qa in qas:
+            k = counts[qa.task] = counts.get(qa.task, 0) + 1
+            records.append(ManifestRecord(id=f"{job.stem}-{qa.task}-{k}", image=image_rel, aef=aef_rel,
+                                          coordinate_size=cfg.frame, question=qa.question, answer=qa.answer,
+                                          task=qa.task, split=job.split, meta={**meta, **qa.meta}).model_dump())
+        return records
