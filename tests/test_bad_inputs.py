@@ -207,3 +207,35 @@ def test_non_finite_or_torn_weights_are_refused_naming_the_file(run, tmp_path, c
     weights.write_bytes(weights.read_bytes()[:100])
     scene = utm_scene(tmp_path / "utm_20240501.tif")
     one_line_exit_2(["ask", torn, scene, ASK, "--no-aef", "--json"], capsys, "adapter")
+
+
+def test_a_quarantined_no_tile_image_is_tried_again_once_its_tile_exists(tmp_path):
+    """The cause of "no AEF tile covers its footprint" can go away under the same --aef (tiles pulled since):
+    a re-run tries that image again; other parts are reused."""
+    from fusar_gpt.data.build import BuildConfig, build
+    from fusar_gpt.geo.aef_tiles import write_tile
+
+    from .infer_helpers import AEF_PX, AEF_SIZE, EPSG, NORTH, WEST
+
+    aef = make_aef(tmp_path / "aef")
+    images = tmp_path / "images"
+    images.mkdir()
+    utm_scene(images / "near_20240501.tif", size=64)
+    far = Affine(10.0, 0.0, WEST + 20_000.0, 0.0, -10.0, NORTH - 500.0)  # 20 km east: outside the one tile
+    write_scene(images / "far_20240501.tif", np.random.default_rng(5).random((64, 64), np.float32) * 0.1,
+                transform=far)
+    coco = _coco(tmp_path / "coco.json", [{"id": 1, "file_name": "near_20240501.tif", "width": 64, "height": 64},
+                                          {"id": 2, "file_name": "far_20240501.tif", "width": 64, "height": 64}],
+                 [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 8, 8]},
+                  {"id": 2, "image_id": 2, "category_id": 1, "bbox": [20, 20, 8, 8]}])
+    cfg = dict(images=str(images), annotations=str(coco), aef=str(aef), out=str(tmp_path / "ds"), frame=224,
+               tasks=("count",), split=(1.0, 0.0, 0.0))
+    first = build(BuildConfig(**cfg), progress=False)
+    assert first["quarantined"] == 1 and "no AEF tile covers" in (tmp_path / "ds" / "quarantine.jsonl").read_text()
+    near_part = (tmp_path / "ds" / "parts" / "near_20240501.json").stat().st_mtime_ns
+    codes = np.random.default_rng(9).integers(-127, 128, size=(64, AEF_SIZE, AEF_SIZE)).astype(np.int8)
+    write_tile(aef / str(YEAR) / "31N" / "east.tiff", codes, crs=f"EPSG:{EPSG}", west=WEST + 18_000.0, north=NORTH,
+               pixel_size=AEF_PX, block_size=64, overviews=False)
+    again = build(BuildConfig(**cfg), progress=False)
+    assert again["quarantined"] == 0 and again["images"] == 2
+    assert (tmp_path / "ds" / "parts" / "near_20240501.json").stat().st_mtime_ns == near_part  # reused

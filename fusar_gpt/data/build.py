@@ -35,7 +35,14 @@ from .build_plan import (  # noqa: F401 (re-exported)
     stem_of,
 )
 from .build_pool import WorkerDied, run_pool  # noqa: F401 (re-exported)
-from .build_worker import MIN_SIDE, Worker, degenerate_reason, part_fingerprint, read_part  # noqa: F401 (re-exported)
+from .build_worker import (  # noqa: F401 (re-exported)
+    MIN_SIDE,
+    Worker,
+    degenerate_reason,
+    part_fingerprint,
+    read_part,
+    up_to_date,
+)
 
 
 def build(cfg: BuildConfig, progress: bool = True) -> dict:
@@ -48,8 +55,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
         for sub in ("parts", "images", "anchors"):
             shutil.rmtree(out / sub, ignore_errors=True)
         (out / "parts").mkdir(parents=True, exist_ok=True)
-    todo = [j for j in mine if (read_part(out / "parts" / f"{j.stem}.json") or {}).get("fingerprint")
-            != part_fingerprint(cfg, j)]
+    todo = [j for j in mine if not up_to_date(read_part(out / "parts" / f"{j.stem}.json"), part_fingerprint(cfg, j))]
     worker = Worker(cfg) if todo else None  # a bad AEF root or land-cover table fails here, once, for any --workers
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="building", unit="image", disable=not progress)
     if worker is not None and (cfg.workers <= 1 or len(todo) <= 1):

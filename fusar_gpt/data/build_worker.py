@@ -79,6 +79,19 @@ def part_fingerprint(cfg: BuildConfig, job: Job) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+# quarantine reasons whose cause can change without any input the fingerprint sees: tiles added under the same
+# AEF root. Such parts are tried again on every run (one header read each), the others stay as they are.
+RETRY_REASONS = ("no AEF tile covers",)
+
+
+def up_to_date(part: dict | None, fingerprint: str) -> bool:
+    """Whether a part can be reused: made from the same inputs and settings, and not quarantined for a reason that
+    may have gone away since."""
+    if part is None or part.get("fingerprint") != fingerprint:
+        return False
+    return not any(r in p.get("reason", "") for p in part.get("problems", []) for r in RETRY_REASONS)
+
+
 def read_part(path: Path) -> dict | None:
     """An image's part file as written, or None when it is missing or torn."""
     try:
@@ -102,7 +115,7 @@ class Worker:
         part = self.out / "parts" / f"{job.stem}.json"
         fingerprint = part_fingerprint(self.cfg, job)
         old = read_part(part)
-        if old is not None and old.get("fingerprint") == fingerprint:
+        if up_to_date(old, fingerprint):
             return old
         if old is not None:  # made with other inputs or settings: its files go, then it is made again
             for rec in old.get("records", []):
