@@ -25,7 +25,7 @@ from .inputs import InputProcessor
 from .losses import token_loss
 from .model.backbone import load_backbone
 from .model.base import build_base
-from .model.checkpoint import latest_checkpoint, load_adapter, load_tlm, safe_torch_load, save_checkpoint
+from .model.checkpoint import ADAPTERS, latest_checkpoint, load_adapter, load_tlm, safe_torch_load, save_checkpoint
 from .model.fusar import FusarGPT
 from .model.policy import Trained, add_lora, adds_lora, apply_policy, whole_backbone
 from .model.tlm import TLM
@@ -41,12 +41,16 @@ def resolve_paths(recipe: Recipe, out: str | None = None, data: str | None = Non
         first = Path(recipe.init) / "config.yaml"
         if not first.exists():
             raise RecipeError(f"init: {recipe.init} is not a run directory (no config.yaml)")
+        if (Path(recipe.init) / ADAPTERS).is_dir():  # one adapter per task: which one to continue is not ours to pick
+            raise RecipeError(f"init: {recipe.init} holds one adapter per task ({ADAPTERS}/); continue one of them: "
+                              "import its folder alone (import-official RELEASE/stage1 --base ...)")
         import yaml
 
         prev = yaml.safe_load(first.read_text())
         if recipe.model.base is None:
             recipe.model.base, recipe.model.preset = prev["model"]["base"], None
-        recipe.data.manifest = recipe.data.manifest or prev["data"]["manifest"]
+        # an imported checkpoint's config.yaml names its base only: then the data comes from the recipe or --data
+        recipe.data.manifest = recipe.data.manifest or (prev.get("data") or {}).get("manifest")
     recipe.model.base = expand(recipe.model.base, "model.base")
     if recipe.model.base and Path(recipe.model.base).is_dir():  # the run answers from any working directory
         recipe.model.base = str(Path(recipe.model.base).resolve())

@@ -21,7 +21,10 @@ EXAMPLES = {
   accelerate launch --config_file configs/accelerate/ddp.yaml -m fusar_gpt train \\
       configs/qwen2.5-vl-7b/stage1.yaml --data ds/ --out runs/7b-s1                # several GPUs""",
     "import-official": """examples:
-  fusar-gpt import-official checkpoints/stage2/detection --out runs/official-det
+  fusar-gpt import-official RELEASE --out runs/official --base /models/Qwen2.5-VL-7B-Instruct
+      # the whole release (stage1/ + stage2/{localization,counting,classification,detection}/): one run,
+      # one TLM, one adapter per task; ask, eval and serve route each question to its task's adapter
+  fusar-gpt import-official RELEASE/stage2/detection --out runs/official-det --sigma 2 --base /models/Qwen2.5-VL-7B
   fusar-gpt import-official old_ckpt --out runs/legacy --sigma 2   # legacy dir without tlm_config.json
   fusar-gpt import-official ckpt --out runs/official --frame 504     # the frame its inputs are made at""",
     "chip-spec": """examples:
@@ -68,13 +71,21 @@ def add_train_parser(sub, fmt) -> None:
 
 
 def add_import_official_parser(sub, fmt) -> None:
-    i = sub.add_parser("import-official", help="convert an official FUSAR-GPT checkpoint into a run directory",
+    i = sub.add_parser("import-official", help="convert an official FUSAR-GPT checkpoint (or the whole release) into "
+                                               "a run directory",
                        description="Read vec64_film.pt (tensors only, never full unpickling) + tlm_config.json "
-                                   "(+ a peft adapter) and write RUN/tlm.safetensors, RUN/tlm.json, RUN/adapter/.",
+                                   "(+ a peft adapter) and write RUN/tlm.safetensors, RUN/tlm.json, RUN/adapter/. "
+                                   "The authors' release (stage1/ + stage2/<task>/) becomes one run with its one TLM "
+                                   "(refused if the folders' differ) and RUN/adapters/{caption,count,locate,classify,"
+                                   "detect}/, loaded together on one base; each question is answered by its task's "
+                                   "adapter (ask --task picks one).",
                        epilog=EXAMPLES["import-official"], formatter_class=fmt)
-    i.add_argument("src", help="official checkpoint directory")
+    i.add_argument("src", help="official checkpoint directory, or the release directory (stage1/, stage2/)")
     i.add_argument("--out", required=True, help="new run directory")
-    i.add_argument("--sigma", type=float, help="Gaussian sigma; required for legacy dirs without tlm_config.json")
+    i.add_argument("--base", help="the Qwen2.5-VL directory it was trained on, named in RUN/config.yaml so that ask, "
+                                  "eval and serve load the run (required for a release)")
+    i.add_argument("--sigma", type=float, help="Gaussian sigma; required for legacy dirs without tlm_config.json "
+                                               "(a release's folders default to 2.0, with a notice)")
     i.add_argument("--missing", default="identity", choices=MISSING,
                    help="policy for images with no valid anchor (default: identity)")
     i.add_argument("--frame", type=int, help="model frame of its inputs, written to chip.json (default: the "
@@ -152,15 +163,19 @@ def cmd_train(args) -> int:
 
 
 def cmd_import_official(args) -> int:
-    from ..model.checkpoint import import_official, load_tlm
+    from ..model.checkpoint import RUN_CONFIG, import_official, load_tlm, task_adapter_dirs
 
-    run = import_official(args.src, args.out, sigma=args.sigma, missing=args.missing, frame=args.frame)
+    run = import_official(args.src, args.out, sigma=args.sigma, missing=args.missing, frame=args.frame,
+                          base=args.base)
     tlm = load_tlm(run)
+    adapters = list(task_adapter_dirs(run))
     info = {"run": str(run), "hidden_size": tlm.hidden_size, "sigma": tlm.sigma,
-            "adapter": (run / "adapter").exists()}
+            "adapter": (run / "adapter").exists() or bool(adapters), "adapters": adapters,
+            "loadable": (run / RUN_CONFIG).exists()}
+    kind = f"adapters {', '.join(adapters)}" if adapters else f"adapter {'yes' if info['adapter'] else 'no'}"
     print(json.dumps(info) if args.json else
-          f"imported {args.src} -> {run} (hidden size {tlm.hidden_size}, sigma {tlm.sigma}, "
-          f"adapter {'yes' if info['adapter'] else 'no'})")
+          f"imported {args.src} -> {run} (hidden size {tlm.hidden_size}, sigma {tlm.sigma}, {kind})"
+          + ("" if info["loadable"] else "; give --base to make it a run that ask/eval/serve load"))
     return 0
 
 

@@ -1,7 +1,8 @@
 """One run-directory format for TLM + LoRA, and import/export of the official FUSAR-GPT format.
 
 Ours (DESIGN.md §3): ``RUN/tlm.safetensors`` + ``RUN/tlm.json`` and a peft adapter in
-``RUN/adapter/``; base weights are referenced, never copied. The official format is
+``RUN/adapter/`` (or, for the authors' imported release, one per task in ``RUN/adapters/<task>/``); base weights
+are referenced, never copied. The official format is
 ``vec64_film.pt`` (``{"film_mlp": state_dict}``) + ``tlm_config.json`` + a peft adapter dir.
 Pickled files are opened with ``torch.load(weights_only=True)`` only: a checkpoint that needs
 full unpickling could run arbitrary code, so it is refused, never "trusted".
@@ -12,14 +13,18 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..chip import ChipSpec
+from ..data.tasks import TASKS
 from ..io_atomic import atomic_dir
 from .policy import trains_whole_backbone
 from .tlm import TLM
@@ -27,6 +32,12 @@ from .tlm import TLM
 TLM_FORMAT = "fusar-gpt.tlm/1"
 OFFICIAL_FORMAT = "tlm_original_train_patch_resize_v1"  # the official repo's tlm_config.json "format"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+RUN_CONFIG = "config.yaml"  # a run's recipe; an import writes one naming model.base so that load_model loads it
+ADAPTERS = "adapters"       # RUN/adapters/<task>/: one peft adapter per task (an imported release), on one base
+# the authors' release: stage2/<folder> -> our task; stage1/ -> caption (stage I is trained on descriptive texts)
+RELEASE_TASKS = {"localization": "locate", "counting": "count", "classification": "classify", "detection": "detect"}
+STAGE1_TASK = "caption"
+RELEASE_SIGMA = 2.0  # the sigma of the released models (their folders carry no tlm_config.json)
 
 
 class CheckpointError(ValueError):
@@ -90,16 +101,55 @@ def load_adapter(backbone, run_dir: str | Path, trainable: bool = False):
     from peft import PeftModel
 
     path = Path(run_dir) / "adapter"
+    return _peft_load(path, lambda: PeftModel.from_pretrained(backbone, str(path), is_trainable=trainable))
+
+
+def task_adapter_dirs(run_dir: str | Path) -> dict[str, Path]:
+    """Task -> adapter folder of ``RUN/adapters/`` in registry order (empty without that folder). A folder named
+    after no task is refused: the name is what routes questions to it."""
+    root = Path(run_dir) / ADAPTERS
+    if not root.is_dir():
+        return {}
+    found = {}
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        if folder.name not in TASKS:
+            raise CheckpointError(f"{folder}: {folder.name!r} is not a task ({', '.join(TASKS)}); {root} holds one "
+                                  "adapter per task, named after it")
+        found[folder.name] = folder
+    if not found:
+        raise CheckpointError(f"{root} holds no adapter")
+    return {task: found[task] for task in TASKS if task in found}
+
+
+def load_task_adapters(backbone, run_dir: str | Path):
+    """Wrap ``backbone`` with every adapter of ``RUN/adapters/``, each under its task's name (peft multi-adapter):
+    one base in memory for all tasks; ``model/routing.py`` activates the one a question needs."""
+    from peft import PeftModel
+
+    model = None
+    for task, path in task_adapter_dirs(run_dir).items():
+        if model is None:
+            model = _peft_load(path, partial(PeftModel.from_pretrained, backbone, str(path), adapter_name=task))
+        else:
+            _peft_load(path, partial(model.load_adapter, str(path), adapter_name=task))
+    return model
+
+
+def _peft_load(path: Path, load):
+    """``load()`` (a peft call reading the adapter in ``path``) with its errors as one line naming the folder:
+    peft's own name neither the file nor the run."""
     config = path / "adapter_config.json"
     if not config.exists():
         raise CheckpointError(f"{path} holds no peft adapter (adapter_config.json)")
-    try:  # peft's own errors name neither the file nor the run
+    try:
         json.loads(config.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise CheckpointError(f"{config}: not a readable adapter configuration ({' '.join(str(err).split())})"
                               ) from None
     try:
-        return PeftModel.from_pretrained(backbone, str(path), is_trainable=trainable)
+        return load()
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         raise CheckpointError(f"{path}: not a loadable peft adapter ({' '.join(str(err).split())[:300]})"
                               ) from None
@@ -137,8 +187,15 @@ def _official_config(src: Path, sigma: float | None) -> dict:
 
 
 def import_official(src: str | Path, out: str | Path, sigma: float | None = None, missing: str = "identity",
-                    frame: int | None = None) -> Path:
-    """Convert an official FUSAR-GPT checkpoint dir into a run dir; returns the run dir.
+                    frame: int | None = None, base: str | Path | None = None) -> Path:
+    """Convert an official FUSAR-GPT checkpoint dir, or the authors' whole release, into a run dir; returns it.
+
+    A release (``stage1/`` + ``stage2/{localization,counting,classification,detection}/``, see
+    :func:`release_folders`) becomes one run with one TLM and one adapter per task in ``RUN/adapters/<task>/``,
+    which :func:`fusar_gpt.model.loader.load_model` loads on one base and ``model/routing.py`` switches between.
+    ``base`` (the Qwen2.5-VL directory the checkpoint was trained on) goes into the run's ``config.yaml`` so that
+    ``load_model`` can load it; a release needs it, a single folder may go without (then the run holds the
+    weights only, as before).
 
     ``missing`` defaults to ``identity``: the official model never saw an image without
     anchors, so leaving such images unmodulated is the honest choice (no untrained null prior).
@@ -151,6 +208,85 @@ def import_official(src: str | Path, out: str | Path, sigma: float | None = None
         raise CheckpointError(f"{src} is not a directory")
     if out.exists() and any(out.iterdir()):
         raise CheckpointError(f"{out} exists and is not empty; choose a new run directory")
+    base_dir = None if base is None else _base_dir(base)
+    if is_release(src):
+        return _import_release(src, out, sigma, missing, frame, base_dir)
+    tlm, cfg, _ = _read_official(src, sigma, missing)
+    _check_base_fits(tlm, src / "vec64_film.pt", base_dir)
+    with atomic_dir(out) as tmp:
+        save_tlm(tlm, tmp)
+        _copy_adapter(src, tmp / "adapter")
+        _write_run_files(tmp, frame, cfg, base_dir, {"imported_from": str(src.resolve())})
+    return out
+
+
+def is_release(path: str | Path) -> bool:
+    """Whether ``path`` is laid out as the authors' release (``stage1/`` and/or ``stage2/``), not one checkpoint."""
+    return (Path(path) / "stage1").is_dir() or (Path(path) / "stage2").is_dir()
+
+
+def release_folders(src: str | Path) -> dict[str, Path]:
+    """Task -> checkpoint folder of a release, in registry order: ``stage2/<name>/`` under the task
+    :data:`RELEASE_TASKS` maps it to, and ``stage1/`` as :data:`STAGE1_TASK` (stage I was trained on the
+    descriptive texts, our caption task, so that is the question it answers). A folder of another name is refused
+    rather than skipped: a release missing a task would otherwise import without a word."""
+    src = Path(src)
+    if (src / "vec64_film.pt").exists():
+        raise CheckpointError(f"{src} holds both a checkpoint (vec64_film.pt) and stage1/ or stage2/ folders; "
+                              "import one of them")
+    found = {STAGE1_TASK: src / "stage1"} if (src / "stage1").is_dir() else {}
+    stage2 = src / "stage2"
+    for folder in sorted(stage2.iterdir()) if stage2.is_dir() else ():
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        if folder.name not in RELEASE_TASKS:
+            raise CheckpointError(f"{folder}: not a task folder of the release (expected "
+                                  f"{', '.join(RELEASE_TASKS)})")
+        found[RELEASE_TASKS[folder.name]] = folder
+    if not found:
+        raise CheckpointError(f"{src}: stage1/ and stage2/ hold no checkpoint folder")
+    return {task: found[task] for task in TASKS if task in found}
+
+
+def _import_release(src: Path, out: Path, sigma: float | None, missing: str, frame: int | None,
+                    base_dir: Path | None) -> Path:
+    """One run from a release: the TLM they share (stage II freezes it, so any difference is refused: the run
+    can hold one), every folder's adapter copied as it is under ``RUN/adapters/<task>/``."""
+    folders = release_folders(src)
+    if base_dir is None:
+        raise CheckpointError(f"{src} is the authors' release: give the base model it was trained on "
+                              "(--base QWEN_DIR), which the run loads its adapters onto")
+    legacy = [f for f in folders.values() if not (f / "tlm_config.json").exists()]
+    first, tlm, cfg, state = None, None, None, None
+    for folder in folders.values():
+        if not (folder / "adapter_config.json").exists():
+            raise CheckpointError(f"{folder} holds no peft adapter (adapter_config.json)")
+        own_sigma = sigma if sigma is not None or folder not in legacy else RELEASE_SIGMA
+        this, this_cfg, this_state = _read_official(folder, own_sigma, missing)
+        if first is None:
+            first, tlm, cfg, state = folder / "vec64_film.pt", this, this_cfg, this_state
+            continue
+        _check_same_tlm(first, tlm, cfg, state, folder / "vec64_film.pt", this, this_cfg, this_state)
+    _check_base_fits(tlm, first, base_dir)
+    notices = []
+    if legacy and sigma is None:
+        names = ", ".join(f.relative_to(src).as_posix() for f in legacy)
+        notices.append(f"{names}: no tlm_config.json; using sigma {RELEASE_SIGMA}, the one the authors' released "
+                       "models were trained with (--sigma overrides)")
+    for line in notices:
+        print(f"import-official: notice: {line}", file=sys.stderr)
+    with atomic_dir(out) as tmp:
+        save_tlm(tlm, tmp)
+        for task, folder in folders.items():
+            _copy_adapter(folder, tmp / ADAPTERS / task)
+        _write_run_files(tmp, frame, cfg, base_dir, {
+            "imported_from": str(src.resolve()), "layout": "release", "notices": notices,
+            "adapters": {task: folder.relative_to(src).as_posix() for task, folder in folders.items()}})
+    return out
+
+
+def _read_official(src: Path, sigma: float | None, missing: str) -> tuple[TLM, dict, dict]:
+    """(TLM, official config, film_mlp state dict) of one official checkpoint folder, every tensor checked."""
     weights = src / "vec64_film.pt"
     if not weights.exists():
         raise CheckpointError(f"{src} holds no vec64_film.pt")
@@ -172,16 +308,66 @@ def import_official(src: str | Path, out: str | Path, sigma: float | None = None
         raise CheckpointError(f"{weights}: shapes {tuple(w0.shape)}, {tuple(w2.shape)} do not fit "
                               f"hidden_mult={hidden_mult}, hidden size {hidden_size}")
     tlm = TLM(hidden_size, prior_dim=64, hidden_mult=hidden_mult, sigma=float(cfg["sigma"]), missing=missing)
-    tlm.mlp.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    try:
+        tlm.mlp.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    except RuntimeError as err:  # an extra or missing bias
+        raise CheckpointError(f"{weights}: film_mlp does not fit Sequential(Linear, SiLU, Linear) "
+                              f"({' '.join(str(err).split())[:200]})") from None
+    return tlm, cfg, sd
 
-    with atomic_dir(out) as tmp:
-        save_tlm(tlm, tmp)
-        _copy_adapter(src, tmp / "adapter")
-        size = int(frame if frame is not None else cfg.get("image_size", 504))
-        ChipSpec(frame=size, eight_bit="rgb").save(tmp)
-        provenance = {"imported_from": str(src.resolve()), "official_config": cfg, "coordinate_size": size}
-        (tmp / "import.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    return out
+
+def _check_same_tlm(path_a: Path, tlm_a: TLM, cfg_a: dict, sd_a: dict, path_b: Path, tlm_b: TLM, cfg_b: dict,
+                    sd_b: dict) -> None:
+    """Refuse two folders of one release whose TLMs differ: the run holds one TLM for every adapter."""
+    why = ""
+    a, b = {**tlm_a.config(), "image_size": cfg_a.get("image_size")}, {**tlm_b.config(),
+                                                                      "image_size": cfg_b.get("image_size")}
+    if a != b:
+        why = ", ".join(f"{k} {a[k]} vs {b[k]}" for k in a if a[k] != b[k])
+    elif set(sd_a) != set(sd_b):
+        why = f"tensors {sorted(set(sd_a) ^ set(sd_b))}"
+    else:
+        diff = [k for k in sd_a if not torch.equal(sd_a[k], sd_b[k])]
+        why = f"film_mlp {', '.join(diff)}" if diff else ""
+    if why:
+        raise CheckpointError(f"{path_a} and {path_b}: the TLMs differ ({why}); stage II freezes the TLM, so every "
+                              "folder of one release must hold the same one")
+
+
+def _base_dir(base: str | Path) -> Path:
+    path = Path(base).expanduser().resolve()  # absolute: the run answers from any working directory
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{base}: not a model directory (no config.json); the base is the Qwen2.5-VL "
+                              "directory the checkpoint was trained on")
+    return path
+
+
+def _check_base_fits(tlm: TLM, weights: Path, base_dir: Path | None) -> None:
+    """Refuse, before anything is written, a base whose hidden size is not the TLM's (another model size)."""
+    if base_dir is None:
+        return
+    config = base_dir / "config.json"
+    try:
+        cfg = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"{config}: not a readable model configuration ({' '.join(str(err).split())})"
+                              ) from None
+    text = cfg.get("text_config") if isinstance(cfg, dict) else None
+    hidden = (text or {}).get("hidden_size", cfg.get("hidden_size") if isinstance(cfg, dict) else None)
+    if isinstance(hidden, int) and hidden != tlm.hidden_size:
+        raise CheckpointError(f"{config}: hidden size {hidden}, but the TLM of {weights} is for "
+                              f"{tlm.hidden_size}: the checkpoint was trained on another base model")
+
+
+def _write_run_files(tmp: Path, frame: int | None, cfg: dict, base_dir: Path | None, provenance: dict) -> None:
+    """chip.json (the authors' inputs), import.json (provenance) and, with a base, config.yaml naming it."""
+    size = int(frame if frame is not None else cfg.get("image_size", 504))
+    ChipSpec(frame=size, eight_bit="rgb").save(tmp)
+    provenance = {**provenance, "official_config": cfg, "coordinate_size": size}
+    if base_dir is not None:
+        provenance["base"] = str(base_dir)
+        (tmp / RUN_CONFIG).write_text(yaml.safe_dump({"model": {"base": str(base_dir)}}))
+    (tmp / "import.json").write_text(json.dumps(provenance, indent=2) + "\n")
 
 
 def _copy_adapter(src: Path, dst: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import DTYPES
 from ..io_atomic import atomic_dir
-from .checkpoint import save_model_dir, save_tlm
+from .checkpoint import ADAPTERS, save_model_dir, save_tlm
 from .loader import EXPORT_FILE, EXPORT_FORMAT, load_model
 
 
@@ -35,6 +35,9 @@ def export_run(run, out, *, dtype: str | None = None) -> dict:
         raise ValueError(f"{out} exists and is not an empty directory; choose a new output directory")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be {' or '.join(DTYPES)}, got {dtype!r}")
+    if (run / ADAPTERS).is_dir():  # merging would bake in whichever adapter happened to be active
+        raise ValueError(f"{run} holds one adapter per task ({run / ADAPTERS}) and an export merges one: import the "
+                         "task's folder alone (import-official RELEASE/stage2/detection --base ...) and export that")
     model, spec = load_model(run)
     merged_lora = hasattr(model.backbone, "peft_config")
     if merged_lora:

@@ -17,12 +17,11 @@ import yaml
 
 from ..chip import ChipSpec, read_spec
 from .backbone import load_backbone
-from .checkpoint import load_adapter, load_tlm
+from .checkpoint import ADAPTERS, RUN_CONFIG, load_adapter, load_task_adapters, load_tlm
 from .fusar import FusarGPT
 
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = "fusar-gpt.export/1"
-RUN_CONFIG = "config.yaml"
 
 
 def is_export(path) -> bool:
@@ -51,7 +50,8 @@ def load_model(path, device: str = "cpu") -> tuple[FusarGPT, ChipSpec]:
 
 def _load_run(run: Path) -> FusarGPT:
     """Base weights by path, TLM and adapter from the run; a whole-backbone run (``trainable: backbone``) carries
-    its own weights in RUN/model, which replace the base."""
+    its own weights in RUN/model, which replace the base. A run with RUN/adapters/ (the authors' imported release)
+    gets all its task adapters on the one base; ``model/routing.py`` picks one per question."""
     try:
         cfg = yaml.safe_load((run / RUN_CONFIG).read_text())
         model_cfg = cfg["model"]
@@ -62,7 +62,11 @@ def _load_run(run: Path) -> FusarGPT:
     if not weights:
         raise ValueError(f"{run / RUN_CONFIG}: names no base weights (model.base)")
     backbone, processor = load_backbone(weights, attn_implementation=model_cfg.get("attn_implementation"))
-    if (run / "adapter" / "adapter_config.json").exists():
+    if (run / ADAPTERS).exists():
+        if (run / "adapter").exists():
+            raise ValueError(f"{run} holds both adapter/ and {ADAPTERS}/: which one answers is ambiguous")
+        backbone = load_task_adapters(backbone, run)
+    elif (run / "adapter" / "adapter_config.json").exists():
         backbone = load_adapter(backbone, run)
     return FusarGPT(backbone, load_tlm(run), processor)
 
