@@ -183,7 +183,7 @@ def detect_scene(model, spec, scene, out, *, classes=("ship", "plane"), store=No
             continue
         texts = answer(model, [cache[k][0] for k, _ in batch],
                        [DETECT_QUESTION.format(plural=plural(label), singular=label) for _, label in batch],
-                       max_new_tokens=max_new_tokens, batch_size=len(batch))
+                       max_new_tokens=max_new_tokens, batch_size=len(batch), tasks=["detect"] * len(batch))
         for (k, label), text in zip(batch, texts):
             boxes = parse_boxes(text)
             if boxes is None:

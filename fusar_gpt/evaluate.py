@@ -17,11 +17,12 @@ import torch
 
 from .chip import ChipSpec, dataset_spec
 from .data.dataset import ManifestDataset, ManifestError, load_manifest
-from .data.tasks import REGISTRY
+from .data.tasks import REGISTRY, fill_tasks
 from .geo import GeoError
 from .inputs import InputProcessor
 from .io_atomic import write_json, write_jsonl
 from .model.loader import load_model
+from .model.routing import route
 from .report import metrics_table, write_comparison, write_report
 from .scoring import majority_predictions, paired, read_predictions, score
 
@@ -31,22 +32,19 @@ MAX_NEW_TOKENS = {name: t.max_new_tokens for name, t in REGISTRY.items()}
 
 @torch.no_grad()
 def predict(model, records: Sequence[dict], *, spec: ChipSpec | None = None, batch_size: int = 8,
-            progress: bool = True, max_new_tokens: dict | None = None, errors: dict | None = None) -> dict[str, str]:
+            progress: bool = True, max_new_tokens: dict | None = None, errors: dict | None = None,
+            task: str | None = None) -> dict[str, str]:
     """Greedy answers for manifest records (as returned by ``load_manifest``): {id: answer}. GeoTIFF images named
     by records are made into chips with ``spec`` (the model's; None = each record's frame, defaults). With ``errors`` (a
     dict), a record whose image or anchors cannot be read (missing, corrupt, 16-bit, a decompression bomb, a torn
     .npz) is left out, its one-line reason stored under its id, and every other record is answered; without it,
-    the first such record raises."""
+    the first such record raises. ``task`` is the task of records that carry none. A model with one adapter per
+    task answers each record with its task's (:func:`fusar_gpt.model.routing.route`)."""
     limits = {**MAX_NEW_TOKENS, **(max_new_tokens or {})}
     data = ManifestDataset(list(records), spec=spec)
     collate = InputProcessor(model.processor, train=False)
-    order = sorted(range(len(records)), key=lambda i: (str(records[i].get("task")), i))
-    chunks = []
-    for i in order:
-        if chunks and len(chunks[-1]) < batch_size and records[chunks[-1][0]].get("task") == records[i].get("task"):
-            chunks[-1].append(i)
-        else:
-            chunks.append([i])
+    tasks = [r.get("task") or task for r in records]
+    groups = route(model, [r["question"] for r in records], tasks)  # routed (or refused) before any generation
     bar = None
     if progress:
         from tqdm import tqdm
@@ -54,28 +52,39 @@ def predict(model, records: Sequence[dict], *, spec: ChipSpec | None = None, bat
         bar = tqdm(total=len(records), desc="generating", unit="answer")
     device = next(model.parameters()).device
     out: dict[str, str] = {}
-    for chunk in chunks:
-        items, kept = [], []
-        for i in chunk:
-            try:
-                items.append(data[i])
-                kept.append(i)
-            except (ManifestError, GeoError) as err:
-                if errors is None:
-                    raise
-                errors[str(records[i]["id"])] = " ".join(str(err).split())
-        if items:
-            batch = collate(items).to(device)
-            limit = limits.get(records[kept[0]].get("task"), 64)
-            tokens = model.generate(**batch, max_new_tokens=limit, do_sample=False)
-            new = tokens[:, batch["input_ids"].shape[1]:]
-            for i, text in zip(kept, model.processor.batch_decode(new, skip_special_tokens=True)):
-                out[str(records[i]["id"])] = text.strip()
-        if bar is not None:
-            bar.update(len(chunk))
+    for group in groups:
+        for chunk in _chunks(group, tasks, batch_size):
+            items, kept = [], []
+            for i in chunk:
+                try:
+                    items.append(data[i])
+                    kept.append(i)
+                except (ManifestError, GeoError) as err:
+                    if errors is None:
+                        raise
+                    errors[str(records[i]["id"])] = " ".join(str(err).split())
+            if items:
+                batch = collate(items).to(device)
+                tokens = model.generate(**batch, max_new_tokens=limits.get(tasks[kept[0]], 64), do_sample=False)
+                new = tokens[:, batch["input_ids"].shape[1]:]
+                for i, text in zip(kept, model.processor.batch_decode(new, skip_special_tokens=True)):
+                    out[str(records[i]["id"])] = text.strip()
+            if bar is not None:
+                bar.update(len(chunk))
     if bar is not None:
         bar.close()
     return out
+
+
+def _chunks(indices: Sequence[int], tasks: Sequence[str | None], batch_size: int) -> list[list[int]]:
+    """``indices`` sorted by task, cut into batches of one task each: a batch stops at its task's answer length."""
+    chunks: list[list[int]] = []
+    for i in sorted(indices, key=lambda i: (str(tasks[i]), i)):
+        if chunks and len(chunks[-1]) < batch_size and tasks[chunks[-1][0]] == tasks[i]:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
 
 
 def spec_differences(spec: ChipSpec, manifest) -> list[str]:
@@ -93,11 +102,14 @@ def write_predictions(path, predictions: dict[str, str], errors: dict[str, str] 
 
 def evaluate_run(run, manifest, *, split: str | None = "test", tasks: Sequence[str] | None = None,
                  batch_size: int = 8, out=None, progress: bool = True, baseline_split: str | None = "train",
-                 n_boot: int = 1000, limit: int | None = None, per_task: dict[str, int] | None = None) -> dict:
+                 n_boot: int = 1000, limit: int | None = None, per_task: dict[str, int] | None = None,
+                 task: str | None = None) -> dict:
     """Generate on ``split``, score, and write predictions.jsonl, metrics.json and report.md into ``out``
     (default: the run directory). The majority-answer baseline comes from ``baseline_split``. ``limit`` keeps the
-    first records, ``per_task`` the first n records of each task named (manifest order, so the same every run)."""
-    records = load_manifest(manifest, split=split, tasks=tasks)
+    first records, ``per_task`` the first n records of each task named (manifest order, so the same every run).
+    Records without a task (the authors' manifests) get ``task``, else their question's (refused when neither
+    tells): scoring needs it, and so does a model with one adapter per task."""
+    records = fill_tasks(load_manifest(manifest, split=split, tasks=tasks), task, manifest)
     if limit:
         records = records[:limit]
     if per_task:

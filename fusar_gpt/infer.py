@@ -18,6 +18,7 @@ from .evaluate import predict, write_predictions
 from .geo.plain import PLAIN_SUFFIXES
 from .inputs import to_priors
 from .io_atomic import write_jsonl
+from .model.routing import adapter_of, route
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = PLAIN_SUFFIXES
@@ -25,8 +26,10 @@ DEFAULT_MAX_NEW_TOKENS = 256
 
 
 def answer(model, items: Sequence[ModelChip], questions: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-           batch_size: int = 8, progress: bool = False) -> list[str]:
-    """Greedy answers, ``batch_size`` inputs per ``generate`` call (any object with FusarGPT's ``answer``)."""
+           batch_size: int = 8, progress: bool = False, tasks: Sequence[str | None] | None = None) -> list[str]:
+    """Greedy answers, ``batch_size`` inputs per ``generate`` call (any object with FusarGPT's ``answer``). A model
+    with one adapter per task answers each question with its task's (``tasks[i]``, else read from the question:
+    :func:`fusar_gpt.model.routing.route`), a batch never mixing two."""
     if len(items) != len(questions):
         raise ValueError(f"{len(items)} images but {len(questions)} questions")
     if batch_size < 1 or max_new_tokens < 1:
@@ -34,25 +37,29 @@ def answer(model, items: Sequence[ModelChip], questions: Sequence[str], *, max_n
     from tqdm import tqdm
 
     prior_dim = getattr(getattr(model, "tlm", None), "prior_dim", 64)
-    out: list[str] = []
+    out: list[str] = [""] * len(items)
     with tqdm(total=len(items), desc="answering", unit="answer", disable=not progress) as bar:
-        for s in range(0, len(items), batch_size):
-            chunk = list(items[s:s + batch_size])
-            priors = to_priors([p.anchors for p in chunk], prior_dim)
-            out += model.answer([p.image for p in chunk], list(questions[s:s + batch_size]), priors,
-                                max_new_tokens=max_new_tokens, do_sample=False)
-            bar.update(len(chunk))
+        for group in route(model, questions, tasks):
+            for s in range(0, len(group), batch_size):
+                part = group[s:s + batch_size]
+                priors = to_priors([items[i].anchors for i in part], prior_dim)
+                texts = model.answer([items[i].image for i in part], [questions[i] for i in part], priors,
+                                     max_new_tokens=max_new_tokens, do_sample=False)
+                for i, text in zip(part, texts):
+                    out[i] = text
+                bar.update(len(part))
     return out
 
 
 def ask(model, spec: ChipSpec, image, question: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        **geo) -> dict:
-    """One answer about one image (``geo`` as for :func:`fusar_gpt.chip.load_chip`), with where and when."""
+        task: str | None = None, **geo) -> dict:
+    """One answer about one image (``geo`` as for :func:`fusar_gpt.chip.load_chip`), with where and when. ``task``
+    picks the adapter of a model with one per task (default: the question's)."""
     if not isinstance(question, str) or not question.strip():
         raise ValueError("the question is empty")
     item = load_chip(image, spec, **geo)
-    return {"question": question, "answer": answer(model, [item], [question], max_new_tokens=max_new_tokens)[0],
-            **item.info}
+    text = answer(model, [item], [question], max_new_tokens=max_new_tokens, tasks=[task])[0]
+    return {"question": question, "answer": text, **item.info}
 
 
 def list_images(folder) -> list[Path]:
@@ -67,23 +74,25 @@ def list_images(folder) -> list[Path]:
 
 def ask_folder(model, spec: ChipSpec, folder, question: str, out, *, store=None, year: int | None = None,
                no_aef: bool = False, batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-               progress: bool = False) -> dict:
+               progress: bool = False, task: str | None = None) -> dict:
     """One question about every GeoTIFF/PNG/JPEG under ``folder``, in batches, to a JSONL file at ``out``.
 
     A PNG/JPEG takes its anchors from a ``.npz`` of the same name beside it. An image that cannot be used
     (unreadable, no place or year) gets an ``error`` line instead of an answer, as the builder's quarantine
     does: one bad file must not throw away the answers of the others. The file appears only when complete.
+    ``task`` picks the adapter of a model with one per task (default: the question's).
     """
     folder = Path(folder)
     paths = list_images(folder)
     if not isinstance(question, str) or not question.strip():
         raise ValueError("a folder needs a question (the same one is asked of every image)")
+    adapter_of(model, question, task)  # a question no adapter is for fails before any image is read
     rows: list[dict] = []
     ready: list[tuple[int, ModelChip]] = []
 
     def flush():
         texts = answer(model, [p for _, p in ready], [question] * len(ready), max_new_tokens=max_new_tokens,
-                       batch_size=batch_size)
+                       batch_size=batch_size, tasks=[task] * len(ready))
         for (k, p), text in zip(ready, texts):
             rows[k] = {"question": question, "answer": text, **p.info, "image": rows[k]["image"]}
         ready.clear()
@@ -110,14 +119,16 @@ def ask_folder(model, spec: ChipSpec, folder, question: str, out, *, store=None,
 
 
 def ask_manifest(model, manifest, out, *, spec: ChipSpec | None = None, split: str | None = None,
-                 batch_size: int = 8, progress: bool = False) -> dict:
+                 batch_size: int = 8, progress: bool = False, task: str | None = None) -> dict:
     """Every record of a manifest (its own image, anchors and question) -> ``{id, answer}`` lines that
-    ``fusar-gpt score`` reads. Same batched generation as ``fusar-gpt eval``."""
+    ``fusar-gpt score`` reads. Same batched generation as ``fusar-gpt eval``; ``task`` is the task of records that
+    carry none (it picks their adapter)."""
     records = load_manifest(manifest, split=split)
     if not records:
         raise ValueError(f"{manifest}: no records" + (f" in split {split!r}" if split else ""))
     errors: dict[str, str] = {}
-    predictions = predict(model, records, spec=spec, batch_size=batch_size, progress=progress, errors=errors)
+    predictions = predict(model, records, spec=spec, batch_size=batch_size, progress=progress, errors=errors,
+                          task=task)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_predictions(out, predictions, errors)
     return {"records": len(records), "answered": len(predictions), "errors": len(errors), "out": str(out)}

@@ -3,7 +3,8 @@
 vLLM and its kin cannot run the TLM, so this small server does the three things a deployment needs:
 - **the API other tools already speak**: ``POST /v1/chat/completions`` (one user turn: one image + text),
   ``GET /v1/models``, ``GET /health``; images as base64 data URLs or as paths under an allowed root; the
-  place and year as extra fields (``bbox`` + ``year``, ``anchors``, ``no_aef``) or from a GeoTIFF itself;
+  place and year as extra fields (``bbox`` + ``year``, ``anchors``, ``no_aef``) or from a GeoTIFF itself, and
+  ``task`` for a model with one adapter per task (default: the one the question's wording names);
 - **dynamic batching**: requests that arrive together share one ``generate`` call (:class:`Batcher`), which
   is where a GPU's throughput comes from; greedy decoding is exact per row, so each request is cut to its
   own ``max_tokens`` afterwards and answers exactly as it would alone;
@@ -31,6 +32,7 @@ from .data.record import MAX_QUESTION_CHARS
 from .geo.aef import AEFStore
 from .inputs import InputProcessor
 from .model.loader import load_model
+from .model.routing import RoutingError, adapter_of
 from .serve_api import ApiError, parse_chat, prepare_request
 from .serve_batcher import Batcher
 from .serve_limits import PixelBudget, header_timeout_protocol
@@ -194,11 +196,15 @@ def make_app(model, config: ServeConfig):
         started = time.monotonic()
         req = parse_chat(await read_body(request), config)
         check_question(req["question"])
+        try:  # a question no adapter is for is the client's to fix: 400 before it is queued, never a 500 later
+            adapter_of(model, req["question"], req["task"], how='send "task": one of those')
+        except RoutingError as err:
+            raise ApiError(400, str(err), "unknown_task") from None
 
         async def work():
             left = max(config.timeout_s - (time.monotonic() - started), 0)
             item = await run_in_threadpool(prepare_request, req, config, budget, left)
-            return await asyncio.wrap_future(batcher.submit(item, req["question"], req["max_tokens"]))
+            return await asyncio.wrap_future(batcher.submit(item, req["question"], req["max_tokens"], req["task"]))
 
         try:
             result = await asyncio.wait_for(work(), timeout=max(config.timeout_s - (time.monotonic() - started), 0))

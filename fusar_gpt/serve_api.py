@@ -55,6 +55,7 @@ class ChatRequest(BaseModel):
     year: Annotated[StrictInt, Field(ge=YEARS[0], le=YEARS[1])] | None = None
     bbox: Any = None
     anchors: dict[str, Any] | StrictStr | None = None
+    task: StrictStr | None = None           # picks the adapter of a model with one per task (default: the question's)
 
 
 FIELD_RULES = {"model": "model must be a string", "messages": "messages must be a non-empty list",
@@ -62,7 +63,8 @@ FIELD_RULES = {"model": "model must be a string", "messages": "messages must be 
                "max_completion_tokens": "max_completion_tokens must be a positive integer",
                "stream": "stream must be true or false (and streaming is not supported: send false)",
                "no_aef": "no_aef must be true or false", "year": f"year must be an integer in {YEARS[0]}..{YEARS[1]}",
-               "anchors": "anchors must be {features, positions[, mask]} arrays or the path of an .npz file"}
+               "anchors": "anchors must be {features, positions[, mask]} arrays or the path of an .npz file",
+               "task": "task must be a task name"}
 
 
 def _validated(body: dict) -> ChatRequest:
@@ -158,7 +160,7 @@ def _geo(req: ChatRequest) -> dict:
 
 
 def parse_chat(raw: bytes, config) -> dict:
-    """Validate a request body; returns ``{question, max_tokens, image: {data | path}, geo}``. Cheap: no file
+    """Validate a request body; returns ``{question, max_tokens, image: {data | path}, geo, task}``. Cheap: no file
     is opened here, so bad requests are refused before any work."""
     try:
         body = json.loads(raw)
@@ -179,7 +181,8 @@ def parse_chat(raw: bytes, config) -> dict:
     if req.n != 1:
         raise _bad("n must be 1 (answers are greedy: every choice would be the same)")
     question, url = _content(req.messages)
-    return {"question": question, "max_tokens": _max_tokens(req, config), "image": _image(url), "geo": _geo(req)}
+    return {"question": question, "max_tokens": _max_tokens(req, config), "image": _image(url), "geo": _geo(req),
+            "task": req.task}
 
 
 def under_root(name: str, root) -> Path:

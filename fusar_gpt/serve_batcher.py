@@ -1,6 +1,8 @@
 """Dynamic batching for the server: one thread owns the model; requests that arrive together share one
 ``generate`` call, which is where a GPU's throughput comes from. Greedy decoding is exact per row, so each request
-is cut to its own ``max_tokens`` afterwards and answers exactly as it would alone."""
+is cut to its own ``max_tokens`` afterwards and answers exactly as it would alone. A model with one adapter per
+task (an imported release) answers a batch in one ``generate`` per adapter its questions need
+(:func:`fusar_gpt.model.routing.route`)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .inputs import END_OF_TURN, InputProcessor
+from .model.routing import route
 from .serve_api import ApiError
 
 log = logging.getLogger("fusar_gpt.serve")
@@ -25,6 +28,7 @@ class Job:
     question: str
     max_tokens: int
     future: concurrent.futures.Future
+    task: str | None = None  # the request's task (picks the adapter of a model with one per task)
 
 
 class Batcher:
@@ -41,8 +45,8 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="fusar-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, item, question: str, max_tokens: int) -> concurrent.futures.Future:
-        job = Job(item, question, int(max_tokens), concurrent.futures.Future())
+    def submit(self, item, question: str, max_tokens: int, task: str | None = None) -> concurrent.futures.Future:
+        job = Job(item, question, int(max_tokens), concurrent.futures.Future(), task)
         try:
             self.queue.put_nowait(job)
         except queue.Full:
@@ -85,6 +89,15 @@ class Batcher:
                 j.future.set_result(r)
 
     def generate(self, jobs: list[Job]) -> list[dict]:
+        """The jobs' answers, one ``generate`` per adapter their questions need (one for a model without task
+        adapters), each row cut back to its own limit."""
+        results: list[dict] = [{}] * len(jobs)
+        for group in route(self.model, [j.question for j in jobs], [j.task for j in jobs]):
+            for i, result in zip(group, self._generate([jobs[i] for i in group])):
+                results[i] = result
+        return results
+
+    def _generate(self, jobs: list[Job]) -> list[dict]:
         """One ``generate`` over the jobs (longest ``max_tokens``), each row cut back to its own limit."""
         model = self.model
         tok = model.processor.tokenizer

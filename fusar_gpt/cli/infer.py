@@ -16,7 +16,9 @@ EXAMPLES = {
   fusar-gpt ask runs/s2 chip.png "Count the ships." --anchors chip.npz --json
   fusar-gpt ask runs/s2 chip.png "Count the ships." --no-aef                    # without the AEF prior
   fusar-gpt ask runs/s2 scenes/ "How many ships?" --aef /data/aef --out answers.jsonl --batch-size 16
-  fusar-gpt ask runs/s2 ds/manifest.jsonl --split test --out preds.jsonl     # each record's own question""",
+  fusar-gpt ask runs/s2 ds/manifest.jsonl --split test --out preds.jsonl     # each record's own question
+  fusar-gpt ask runs/official chip.png "How many ships are in this image?" --no-aef   # -> the count adapter
+  fusar-gpt ask runs/official chip.png "Ships here?" --no-aef --task count   # a question whose task it cannot tell""",
     "detect-scene": """examples:
   fusar-gpt detect-scene runs/s2 S1A_scene.tif --aef /data/aef --classes ship,plane --out dets.geojson
   fusar-gpt detect-scene exported/ big.tif --aef /data/aef --out d.geojson --coco d.json --tile 504 --overlap 64""",
@@ -65,6 +67,9 @@ def add_parsers(sub, fmt) -> None:
     a.add_argument("--out", help="JSONL output for a folder or manifest")
     a.add_argument("--split", help="manifest split to answer (default: every record)")
     a.add_argument("--batch-size", type=int, default=8, help="images per generate call (default 8)")
+    a.add_argument("--task", help="the question's task (count, locate, classify, detect, caption, landcover): picks "
+                                  "the adapter of a run with one per task (an imported release; default: the task "
+                                  "the question's wording names, or a manifest record's own)")
     a.add_argument("--json", action="store_true", help="print the result as JSON")
 
     d = sub.add_parser("detect-scene", help="detect targets over a whole SAR scene -> GeoJSON (EPSG:4326)",
@@ -153,6 +158,7 @@ def _quiet_loading(args) -> None:
 def cmd_ask(args) -> int:
     from .. import infer
     from ..chip import load_chip
+    from ..data.tasks import check_task
     from ..geo import check_bbox
     from ..model.loader import check_model_dir, load_model
 
@@ -178,6 +184,12 @@ def cmd_ask(args) -> int:
 
     if args.question and len(args.question) > MAX_QUESTION_CHARS:  # before any weight loads
         raise ValueError(f"the question is {len(args.question)} characters, above the cap of {MAX_QUESTION_CHARS}")
+    from ..model.checkpoint import task_adapter_dirs
+    from ..model.routing import choose_adapter
+
+    check_task(args.task)
+    if args.question:  # a question no adapter is for fails before any weight loads
+        choose_adapter(tuple(task_adapter_dirs(args.run)), args.question, args.task)
     if src.is_dir():
         infer.list_images(src)  # an empty folder fails before the model loads
     store = _store(args)
@@ -187,13 +199,13 @@ def cmd_ask(args) -> int:
     model, spec = load_model(args.run, _device(args.device))
     if manifest:
         result = infer.ask_manifest(model, src, args.out, spec=spec, split=args.split, batch_size=args.batch_size,
-                                    progress=not args.json)
+                                    progress=not args.json, task=args.task)
     elif src.is_dir():
         result = infer.ask_folder(model, spec, src, args.question, args.out, store=store, year=args.year,
                                   no_aef=args.no_aef, batch_size=args.batch_size,
-                                  max_new_tokens=args.max_new_tokens, progress=not args.json)
+                                  max_new_tokens=args.max_new_tokens, progress=not args.json, task=args.task)
     else:
-        text = infer.answer(model, [item], [args.question], max_new_tokens=args.max_new_tokens)[0]
+        text = infer.answer(model, [item], [args.question], max_new_tokens=args.max_new_tokens, tasks=[args.task])[0]
         print(json.dumps({"question": args.question, "answer": text, **item.info}) if args.json else text)
         return 0
     print(json.dumps(result) if args.json else

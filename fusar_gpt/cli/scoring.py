@@ -10,7 +10,9 @@ EXAMPLES = {
   fusar-gpt score --predictions preds.jsonl --manifest ds/manifest.jsonl --json   # one JSON object""",
     "eval": """examples:
   fusar-gpt eval --run runs/s2 --manifest ds/manifest.jsonl              # test split -> RUN/report.md
-  fusar-gpt eval --run runs/s2 --manifest ds/ --split val --batch-size 16 --out reports/val""",
+  fusar-gpt eval --run runs/s2 --manifest ds/ --split val --batch-size 16 --out reports/val
+  fusar-gpt eval --run runs/official --manifest ds/       # an imported release: each record on its task's adapter
+  fusar-gpt eval --run runs/official --manifest mine.jsonl --task count   # the task of records that name none""",
     "compare": """examples:
   fusar-gpt compare runs/fusar-s2 runs/no-aef-s2 runs/sum-s2 --out reports/ablations""",
 }
@@ -39,6 +41,8 @@ def add_parsers(sub, fmt) -> None:
     ev.add_argument("--manifest", required=True, help="manifest.jsonl or the dataset folder")
     ev.add_argument("--split", default="test", help="split to evaluate (default test)")
     ev.add_argument("--tasks", help="comma list of tasks (default: all in the split)")
+    ev.add_argument("--task", help="the task of records that carry none (the authors' manifests; default: read "
+                                   "from the question); it also picks the adapter of a run with one per task")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--limit", type=int, help="only the first N records (quick checks)")
     ev.add_argument("--out", help="output folder (default: the run directory)")
@@ -63,6 +67,7 @@ def cmd_score(args) -> int:
     import sys
 
     from ..data.dataset import load_manifest
+    from ..data.tasks import fill_tasks
     from ..report import metrics_table
     from ..scoring import read_predictions, score
 
@@ -81,7 +86,7 @@ def cmd_score(args) -> int:
               + ("; refused (--strict)" if args.strict else "; ignored"), file=sys.stderr)
         if args.strict:
             return 2
-    records = _with_tasks(records, args.task, args.manifest)
+    records = fill_tasks(records, args.task, args.manifest)
     if args.split is None:  # every record of each split the predictions answer (unanswered ones count wrong)
         splits = {r.get("split") for r in records if str(r["id"]) in preds}
         records = [r for r in records if r.get("split") in splits] if splits else records
@@ -90,32 +95,14 @@ def cmd_score(args) -> int:
     return 0
 
 
-def _with_tasks(records: list, task: str | None, manifest: str) -> list:
-    """Records without a ``task`` (the authors' manifests) get ``--task`` or the one their question's template
-    names; one that neither decides is a one-line error naming it."""
-    from ..data.tasks import TASKS, task_of_question
-
-    if task is not None and task not in TASKS:
-        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
-    out = []
-    for r in records:
-        if r.get("task") is None:
-            found = task or task_of_question(r["question"])
-            if found is None:
-                raise ValueError(f"{manifest}: record {r['id']!r} has no task and its question "
-                                 f"{r['question'][:60]!r} is not one of ours; give --task")
-            r = {**r, "task": found}
-        out.append(r)
-    return out
-
-
 def cmd_eval(args) -> int:
     from ..evaluate import evaluate_run
     from ..report import metrics_table
 
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     result = evaluate_run(args.run, _manifest_path(args.manifest), split=args.split, tasks=tasks,
-                          batch_size=args.batch_size, out=args.out, progress=not args.json, limit=args.limit)
+                          batch_size=args.batch_size, out=args.out, progress=not args.json, limit=args.limit,
+                          task=args.task)
     if args.json:
         print(json.dumps(result))
     else:

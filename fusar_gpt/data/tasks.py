@@ -214,3 +214,26 @@ def task_of_question(question) -> str | None:
     if not found and asked_class(q):
         return "detect"
     return found.pop() if len(found) == 1 else None
+
+
+def fill_tasks(records: Sequence[dict], task: str | None = None, source: object = "") -> list[dict]:
+    """Records without a ``task`` (the authors' manifests) get ``task`` or the one their question names
+    (:func:`task_of_question`); one that neither decides is a one-line error naming it and ``source``. Scoring needs
+    every record's task, and a model with one adapter per task needs it to pick the adapter."""
+    check_task(task)
+    out = []
+    for r in records:
+        if r.get("task") is None:
+            found = task or task_of_question(r["question"])
+            if found is None:
+                raise ValueError(f"{source}: record {r['id']!r} has no task and its question "
+                                 f"{r['question'][:60]!r} is not one of ours; give --task")
+            r = {**r, "task": found}
+        out.append(r)
+    return out
+
+
+def check_task(task: str | None) -> None:
+    """Refuse a ``--task`` (or a request's ``task``) that names no task of the registry; None is no choice."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
