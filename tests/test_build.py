@@ -377,6 +377,32 @@ def test_png_chips_without_georeference_build_with_empty_priors_and_train(world,
     assert np.array_equal(built, to_model_frame(src, 224, np.zeros((0, 4)))[0])  # the chip's own pixels, framed
     strict = build(BuildConfig(out=str(tmp_path / "strict"), require_geo=True, **cfg), progress=False)
     assert strict["quarantined"] == 12 and strict["records"] == 0
+    # no AEF root at all: PNG chips alone still build, with the same records
+    bare = build(BuildConfig(out=str(tmp_path / "bare"), **{**cfg, "aef": None}), progress=False)
+    assert bare["records"] == summary["records"] and bare["quarantined"] == 0
+    # a --geo sidecar (CSV: file, lon/lat box, date; one row as centre + pixel size) places them: real anchors
+    truth = json.loads((world / "annotations.json").read_text())["images"]
+    rows = ["file,lon_min,lat_min,lon_max,lat_max,lon,lat,pixel_m,date"]
+    for k, im in enumerate(truth):
+        g = read_sar(world / "images" / im["file_name"])
+        lon0, lat0, lon1, lat1 = g.footprint
+        png = Path(im["file_name"]).with_suffix(".png").name
+        date = im.get("date") or g.date.isoformat()
+        if k == 0:  # the centre form: the box follows from the chip's size and pixel size
+            metres = abs(g.transform.a) if abs(g.transform.a) > 1e-3 else 10.0
+            rows.append(f"{png},,,,,{(lon0 + lon1) / 2},{(lat0 + lat1) / 2},{metres},{date}")
+        else:
+            rows.append(f"{png},{lon0},{lat0},{lon1},{lat1},,,,{date}")
+    (tmp_path / "places.csv").write_text("\n".join(rows) + "\n")
+    placed = build(BuildConfig(out=str(tmp_path / "placed"), geo=str(tmp_path / "places.csv"), **cfg), progress=False)
+    placed_records = load_manifest(tmp_path / "placed" / "manifest.jsonl")
+    assert placed["images"] == 12 and placed["priors"]["none"] < len(placed_records)
+    assert "landcover" in {r["task"] for r in placed_records}  # the anchors now tell the terrain
+    assert all(r["meta"]["footprint"] is not None and r["meta"]["year"] for r in placed_records)
+    assert sum(Anchors.load(r["aef"]).n_valid > 0 for r in placed_records) > len(placed_records) // 2
+    (tmp_path / "bad.csv").write_text("file,lon,lat,date\nx.png,4.5,43.6,2024-05-01\n")  # no pixel_m, no box
+    with pytest.raises(ValueError, match=r"bad.csv line 2: .*lon, lat and pixel_m"):
+        build(BuildConfig(out=str(tmp_path / "bad"), geo=str(tmp_path / "bad.csv"), **cfg), progress=False)
     # a model trains on it and is evaluated on it
     from fusar_gpt.config import load_recipe
 

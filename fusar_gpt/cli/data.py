@@ -16,7 +16,9 @@ EXAMPLES = {
   fusar-gpt build --images scenes.txt --annotations voc/ --format voc --aef /data/aef --out ds/ \\
       --tasks count,locate,detect --frame 504 --grid 8 --workers 8
   fusar-gpt build ... --out ds/ --shard 3/16           # one task of a 16-way array job (same --out)
-  fusar-gpt build --merge ds/                          # then join the shards""",
+  fusar-gpt build --merge ds/                          # then join the shards
+  fusar-gpt build --images ssdd/JPEGImages --annotations ssdd.json --out ds/        # PNG/JPEG chips: empty priors
+  fusar-gpt build --images chips/ --annotations coco.json --geo places.csv --aef /data/aef --out ds/""",
 }
 
 
@@ -50,7 +52,12 @@ def add_parsers(sub, fmt) -> None:
     b.add_argument("--images", help="folder of GeoTIFFs (recursive), a .txt list of paths, or one file")
     b.add_argument("--annotations", help="COCO JSON file, VOC XML folder or YOLO txt folder")
     b.add_argument("--format", default="coco", choices=["coco", "voc", "yolo"], help="annotation format")
-    b.add_argument("--aef", metavar="ROOT", help="AEF root (see 'fusar-gpt aef --help')")
+    b.add_argument("--aef", metavar="ROOT", help="AEF root (see 'fusar-gpt aef --help'); needed for GeoTIFFs and "
+                                                 "--geo-placed chips (PNG/JPEG chips alone build without it, with "
+                                                 "empty priors)")
+    b.add_argument("--geo", metavar="FILE", help="sidecar table (CSV or JSON) of place and date for chips without "
+                                                 "georeference: file, lon_min,lat_min,lon_max,lat_max (or lon,lat,"
+                                                 "pixel_m), date")
     b.add_argument("--aef-index", help="AEF index file (for remote roots)")
     b.add_argument("--out", help="dataset folder")
     b.add_argument("--tasks", default=",".join(("caption", "count", "locate", "classify", "detect")),
@@ -110,7 +117,7 @@ def cmd_build(args) -> int:
     if args.merge:
         summary = merge(args.merge)
     else:
-        missing = [f"--{k}" for k in ("images", "annotations", "aef", "out") if getattr(args, k) is None]
+        missing = [f"--{k}" for k in ("images", "annotations", "out") if getattr(args, k) is None]
         if missing:
             raise ValueError(f"{', '.join(missing)} required (or --merge DS)")
         shard = None
@@ -126,7 +133,7 @@ def cmd_build(args) -> int:
                           stretch=_floats(args.stretch, 2, "--stretch") if args.stretch else None, seed=args.seed,
                           workers=args.workers, shard=shard, aef_index=args.aef_index,
                           landcover_ref=args.landcover_ref, sensor=args.sensor, bands=args.bands, pol=args.pol,
-                          require_geo=args.require_geo, fresh=args.fresh)
+                          require_geo=args.require_geo, fresh=args.fresh, geo=args.geo)
         summary = build(cfg, progress=not args.json)
     if args.json:
         print(json.dumps(summary))

@@ -20,6 +20,7 @@ from ..chip import ChipSpec
 from ..geo.plain import PLAIN_SUFFIXES
 from ..geo.raster import open_raster
 from .annotations import ImageAnnotations, Problem, read_annotations
+from .sidecar import read_geo_table
 from .tasks import PAPER_TASKS, TASKS
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -30,7 +31,7 @@ SPLITS = ("train", "val", "test")
 class BuildConfig:
     images: str | list[str]             # a folder (searched recursively), a .txt list of paths, or a list
     annotations: str
-    aef: str
+    aef: str | None                     # None: only chips without place (empty priors) can build
     out: str
     fmt: str = "coco"
     tasks: tuple[str, ...] = PAPER_TASKS  # add "landcover" for the AEF-decided question family
@@ -51,6 +52,7 @@ class BuildConfig:
     require_geo: bool = False           # refuse PNG/JPEG chips (no georeference, so no anchors) instead of empty priors
     bands: str | None = None            # "i,q" (SLC as I and Q bands), "N", "N,M"; default: from band descriptions
     pol: str | None = None              # VV | VH | HH | HV among described bands; default the co-pol
+    geo: str | None = None              # sidecar table (CSV/JSON) of place and date for chips that carry none
 
     def __post_init__(self):
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -79,6 +81,7 @@ class Job:
     split: str
     name: str = ""                      # the image as the user knows it (relative to --images)
     problems: list[str] = field(default_factory=list)
+    geo: dict | None = None             # its row of the --geo sidecar table (data/sidecar.py), if any
 
 
 def list_images(images) -> list[Path]:
@@ -138,13 +141,15 @@ def plan(cfg: BuildConfig) -> tuple[list[Job], list[Problem]]:
         for key in {name, Path(name).name, Path(name).stem}:
             by_key.setdefault(key, ann)
     refused = {str(pr.image) for pr in problems if pr.image}
+    table = read_geo_table(cfg.geo) if cfg.geo else {}
     jobs, used = [], set()
     for p in paths:
         rel = p.relative_to(root).as_posix() if root is not None and p.is_relative_to(root) else p.name
         ann = next((by_key[k] for k in (rel, p.name, p.stem) if k in by_key), None)
         if ann is None and refused & {rel, p.name, p.stem}:
             continue  # already quarantined by the annotation reader, with its reason
-        jobs.append(Job(stem_of(p, root), str(p), ann, "", name=rel))
+        row = next((table[k] for k in (rel, p.name, p.stem) if k in table), None)
+        jobs.append(Job(stem_of(p, root), str(p), ann, "", name=rel, geo=row.model_dump() if row else None))
         if ann is None:
             jobs[-1].problems.append("no annotation for this image")
         else:

@@ -22,13 +22,14 @@ from ..geo import GeoError
 from ..geo.aef import AEFStore, grid_positions
 from ..geo.anchors import Anchors
 from ..geo.plain import PLAIN_SUFFIXES, read_plain, to_gray
-from ..geo.raster import DEFAULT_MAX_PIXELS
+from ..geo.raster import DEFAULT_MAX_PIXELS, open_raster
 from ..io_atomic import write_bytes
 from ..text import one_line
 from .annotations import validate_objects
 from .build_plan import BuildConfig, Job, config_dict
 from .landcover import LandcoverReference, default_reference, describe
 from .record import ManifestRecord
+from .sidecar import GeoRow
 from .tasks import FrameObj, SceneInfo, build_qa
 
 
@@ -75,7 +76,7 @@ def part_fingerprint(cfg: BuildConfig, job: Job) -> str:
     payload = {"config": {k: v for k, v in config_dict(cfg).items() if k not in _NOT_SHAPING},
                "file": [job.path, st.st_size, st.st_mtime_ns] if st else [job.path, None, None],
                "annotation": asdict(job.ann) if job.ann is not None else None, "split": job.split,
-               "problems": job.problems}
+               "problems": job.problems, "geo": job.geo}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -107,7 +108,7 @@ class Worker:
         self.cfg = cfg
         self.spec = cfg.chip_spec()
         self.out = Path(cfg.out)
-        self.store = AEFStore(cfg.aef, index=cfg.aef_index)
+        self.store = AEFStore(cfg.aef, index=cfg.aef_index) if cfg.aef else None
         self.landcover = (LandcoverReference.from_csv(cfg.landcover_ref) if cfg.landcover_ref
                           else default_reference())
 
@@ -136,17 +137,26 @@ class Worker:
             raise ValueError("; ".join(job.problems))
         if Path(job.path).suffix.lower() in PLAIN_SUFFIXES:
             return self._plain_records(job)
-        img = read_raster(job.path, self.spec)
+        row = GeoRow(**job.geo) if job.geo else None
+        if row is not None and row.lon is not None:  # a centre + pixel size: the box needs the raster's size
+            with open_raster(job.path) as ds:
+                fallback = row.footprint(ds.width, ds.height)
+        else:
+            fallback = row.footprint(0, 0) if row is not None else None
+        img = read_raster(job.path, self.spec, footprint=fallback)
         degenerate = degenerate_reason(img.data, img.mask)
         if degenerate:
             raise ValueError(degenerate)
         objects, reason = validate_objects(job.ann.objects, img.width, img.height)
         if reason:
             raise ValueError(reason)
-        date = img.date or (job.ann.extra.get("date") and str(job.ann.extra["date"]))
+        date = img.date or (row.when if row is not None else None) or (
+            job.ann.extra.get("date") and str(job.ann.extra["date"]))
         if not date:
-            raise ValueError("no acquisition date in the file's tags, its name or the annotation")
+            raise ValueError("no acquisition date in the file's tags, its name, the --geo table or the annotation")
         year = int(str(date)[:4])
+        if self.store is None:
+            raise ValueError("a GeoTIFF's anchors need an AEF root: give --aef")
         if not self.store.has_tiles(img.footprint, year):
             raise ValueError(f"no AEF tile covers its footprint {tuple(round(v, 5) for v in img.footprint)}")
         chip = raster_chip(img, self.spec, store=self.store, year=year, boxes=_boxes(objects))
@@ -156,8 +166,6 @@ class Worker:
     def _plain_records(self, job: Job) -> list[dict]:
         """A PNG/JPEG chip (most public SAR detection sets): its 8-bit pixels as they are, no georeference, so an
         empty prior (every anchor invalid: the model's missing-prior policy applies) and ``meta.geo`` null."""
-        if self.cfg.require_geo:
-            raise ValueError("a PNG/JPEG chip has no georeference, so no anchors (--require-geo)")
         pixels = to_gray(read_plain(job.path, Path(job.path).name, DEFAULT_MAX_PIXELS))
         degenerate = degenerate_reason(pixels.astype(np.float32), np.ones(pixels.shape, bool))
         if degenerate:
@@ -166,6 +174,24 @@ class Worker:
         objects, reason = validate_objects(job.ann.objects, w, h)
         if reason:
             raise ValueError(reason)
+        if job.geo is not None:  # placed by the --geo table: real anchors over its box, in its year
+            row = GeoRow(**job.geo)
+            box, date = row.footprint(w, h), row.when or job.ann.extra.get("date")
+            if not date:
+                raise ValueError("no date for this chip in the --geo table or the annotation")
+            if self.store is None:
+                raise ValueError("the --geo table places this chip, but there is no AEF root: give --aef")
+            year = int(str(date)[:4])
+            if not self.store.has_tiles(box, year):
+                raise ValueError(f"no AEF tile covers its footprint {tuple(round(v, 5) for v in box)}")
+            prior = self.store.sample(box, year, grid=self.spec.grid, method=self.spec.sampling)
+            chip = pixels_chip(pixels, self.spec, source=str(job.path), prior=prior, footprint=box, year=year,
+                               boxes=_boxes(objects))
+            return self._finish(job, chip, objects, str(date), {"footprint": [round(v, 7) for v in box],
+                                                                "year": year, "aef_year": prior.year})
+        if self.cfg.require_geo:
+            raise ValueError("a PNG/JPEG chip has no georeference, so no anchors (--require-geo; or place it with "
+                             "--geo)")
         pos = grid_positions(self.spec.grid).astype(np.float32)
         empty = Anchors(np.full((len(pos), 64), np.nan, np.float32), pos, np.zeros(len(pos), bool))
         chip = pixels_chip(pixels, self.spec, source=str(job.path), prior=empty, boxes=_boxes(objects))
