@@ -13,8 +13,10 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from fusar_gpt.geo.aef import quantize
+from fusar_gpt.geo.aef import AEFStore, quantize
 from fusar_gpt.geo.aef_http import HttpClient, RemoteError, block_ranges, open_http
+from fusar_gpt.geo.aef_plan import bbox_footprints, images_footprints
+from fusar_gpt.geo.aef_pull import pull
 from fusar_gpt.geo.aef_tiles import tile_origin, write_tile
 from tests.aef_server import serve, write_url_index
 
@@ -176,3 +178,169 @@ def test_client_gives_one_line_errors_for_missing_forbidden_and_hopeless(server,
     server.faults.slow = 0.05  # slow but within the timeout: just slower
     ds, _ = open_http(url, HttpClient(timeout=5))
     ds.close()
+
+
+# ---------------------------------------------------------------- pull: windows, resumable, retried, exact
+def sar_image(path, x0, y0, w=200, h=150, res=3.0, epsg=32631):
+    """A float32 dB GeoTIFF, north-up in UTM, its date in its name as Sentinel-1 products carry it."""
+    from affine import Affine
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.random.default_rng(len(str(path))).normal(-15, 3, (1, h, w)).astype(np.float32)
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype="float32",
+                       crs=f"EPSG:{epsg}", transform=Affine(res, 0, x0, 0, -res, y0)) as ds:
+        ds.write(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """Four images: two inside the first tile (one dated 2015, before the first AEF year), one over the seam
+    of the two 31N tiles, one where no tile is."""
+    _, _, west, north = tile_origin(4.52, 43.59, SIZE)
+    d = tmp_path_factory.mktemp("scenes")
+    sar_image(d / "S1A_IW_20240501T060000_a.tif", west + 300, north - 200)
+    sar_image(d / "S1A_IW_20150309T173017_b.tif", west + 1200, north - 1500, w=120, h=100)
+    sar_image(d / "S1B_IW_20230704T060000_seam.tif", west + SIZE * 10 - 250, north - 900)
+    sar_image(d / "S1A_IW_20240101T060000_far.tif", 300000, 5500000, w=50, h=50, epsg=32633)
+    return d
+
+
+def same_anchors(local: AEFStore, remote: AEFStore, fps, tmp_path, years=None) -> int:
+    """Anchors of every footprint from both stores, compared as the bytes of their .npz files."""
+    n = 0
+    for fp in fps:
+        for method in ("point", "mean"):
+            for year in years or [fp.year]:
+                a = local.sample(fp.bbox, year, grid=8, method=method, block=3)
+                b = remote.sample(fp.bbox, year, grid=8, method=method, block=3)
+                assert a.save(tmp_path / "a.npz").read_bytes() == b.save(tmp_path / "b.npz").read_bytes(), fp
+                n += a.n_valid
+    return n
+
+
+def test_pull_dry_run_lists_tiles_windows_and_bytes_and_fetches_nothing(server, scenes, tmp_path):
+    fps, problems = images_footprints(scenes)
+    res = pull(server.root_url, tmp_path / "local", fps, index=server.index, dry_run=True, progress=False)
+    assert res["dry_run"] and not (tmp_path / "local").exists()
+    assert problems == [] and res["years"] == [2023, 2024]  # 2015 -> 2023, the remote's first year
+    tiles = {t["tile"].rsplit("/", 1)[-1]: t for t in res["tiles"]}
+    # 2024 and 2023 of tile 0 (images a and b), both 31N tiles in 2023 for the seam image; nothing for "far"
+    assert sorted(tiles) == ["x0-2023.tiff", "x0-2024.tiff", "x1-2023.tiff"]
+    assert len(tiles["x0-2023.tiff"]["windows"]) == 2  # b and the seam image, far apart: not merged
+    for t in res["tiles"]:
+        for w in t["windows"]:
+            assert 0 < w["bytes"] < t["tile_bytes"] and not w["present"] and w["local"].endswith(".tiff")
+    assert res["to_fetch"] == res["windows"] == 4
+    assert 0 < res["bytes_to_fetch"] < res["whole_tile_bytes"]
+    assert not [h for h in server.hits() if h.method == "GET" and int(h.range.split("=")[1].split("-")[0]) > 1 << 17]
+
+
+def test_pull_gives_byte_identical_anchors_and_resumes(server, bucket, scenes, tmp_path):
+    local = tmp_path / "local"
+    fps, _ = images_footprints(scenes)
+    fps += bbox_footprints(["4.523,43.585,4.527,43.588"])
+    res = pull(server.root_url, local, fps, index=server.index, years=[2023, 2024], progress=False)
+    assert res["retries"] == 0 and len(res["written"]) == res["to_fetch"] > 0
+    assert 0 < res["fetched_bytes"] < res["whole_tile_bytes"]
+    assert (local / "aef_index.parquet").exists()
+    for rel in res["written"]:  # the public layout, windows keeping their geotransform
+        with rasterio.open(local / rel) as ds:
+            assert ds.count == 64 and ds.dtypes[0] == "int8" and ds.nodata == -128 and ds.transform.e > 0
+            assert ds.descriptions[0] == "A00" and ds.block_shapes[0] == (BLOCK, BLOCK)
+    remote = AEFStore(server.root_url, index=server.index)
+    assert same_anchors(AEFStore(local), remote, fps, tmp_path, years=[2015, 2023, 2024]) > 0
+    # and the remote itself reads what the files hold (no HTTP here: the bucket folder)
+    assert same_anchors(AEFStore(bucket), remote, fps[:2], tmp_path, years=[2024]) > 0
+    # a re-run fetches nothing; with one window gone, only that one
+    again = pull(server.root_url, local, fps, index=server.index, years=[2023, 2024], progress=False)
+    assert again["written"] == [] and again["to_fetch"] == 0
+    (local / res["written"][0]).unlink()
+    third = pull(server.root_url, local, fps, index=server.index, years=[2023, 2024], progress=False)
+    assert third["written"] == [res["written"][0]]
+    assert not [p for p in local.rglob("*") if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_pull_retries_503s_and_drops_and_reports_them(server, bucket, tmp_path):
+    fp = bbox_footprints(["4.523,43.585,4.527,43.588"])
+    rel = f"aef/v1/annual/{one_tile(bucket)}"
+    server.faults.fail_first[rel] = 2
+    server.faults.drop_first[rel] = 2
+    res = pull(server.root_url, tmp_path / "l", fp, index=server.index, years=[2023], progress=False,
+               http=HttpClient(backoff=0.01))
+    assert res["retries"] == 4 and res["retry_causes"] == {"http 503": 2, "dropped": 2} and res["written"]
+    remote = AEFStore(server.root_url, index=server.index)
+    same_anchors(AEFStore(tmp_path / "l"), remote, fp, tmp_path, years=[2023])
+
+
+def test_pull_that_fails_midway_leaves_no_partial_file_and_a_rerun_completes(server, bucket, tmp_path):
+    fp = bbox_footprints(["4.523,43.585,4.527,43.588"])
+    rel = f"aef/v1/annual/{one_tile(bucket)}"
+    client = HttpClient(backoff=0.01, retries=1)
+    plan = pull(server.root_url, tmp_path / "l", fp, index=server.index, years=[2023], dry_run=True, http=client)
+    server.faults.fail_first[rel] = 10 ** 6  # from now on: the blocks cannot be had
+    with pytest.raises(RemoteError, match="gave up"):
+        pull(server.root_url, tmp_path / "l", fp, index=server.index, years=[2023], progress=False, http=client)
+    assert not [p for p in (tmp_path / "l").rglob("*") if p.is_file()]
+    server.reset()
+    res = pull(server.root_url, tmp_path / "l", fp, index=server.index, years=[2023], progress=False)
+    assert len(res["written"]) == plan["to_fetch"] == 1
+
+
+def test_pull_errors_name_the_tile_and_the_index_that_does_not_match(server, bucket, tmp_path):
+    fp = bbox_footprints(["4.523,43.585,4.527,43.588"])
+    server.faults.missing.add(f"aef/v1/annual/{one_tile(bucket)}")
+    with pytest.raises(ValueError, match="not found") as err:
+        pull(server.root_url, tmp_path / "l", fp, index=server.index, years=[2023], progress=False)
+    assert one_tile(bucket) in str(err.value) and "\n" not in str(err.value) and "index" in str(err.value)
+    server.reset()
+    # an index whose rows point at the other tile's file: the header says another place than the row
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(server.index).to_pylist()
+    a = next(r for r in rows if r["path"].endswith("x0-2023.tiff"))
+    b = next(r for r in rows if r["path"].endswith("x1-2023.tiff"))
+    a["path"], b["path"] = b["path"], a["path"]
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "wrong.parquet")
+    with pytest.raises(ValueError, match="does not match") as err:
+        pull(server.root_url, tmp_path / "l", fp, index=tmp_path / "wrong.parquet", years=[2023], progress=False)
+    assert "\n" not in str(err.value)
+
+
+def test_pull_whole_tiles_copies_them_byte_for_byte(server, bucket, tmp_path):
+    fp = bbox_footprints(["4.523,43.585,4.527,43.588"])
+    res = pull(server.root_url, tmp_path / "w", fp, index=server.index, years=[2024], whole_tiles=True,
+               progress=False)
+    assert res["written"] == ["2024/31N/x0-2024.tiff"]
+    assert (tmp_path / "w" / res["written"][0]).read_bytes() == (bucket / res["written"][0]).read_bytes()
+    again = pull(server.root_url, tmp_path / "w", fp, index=server.index, years=[2024], whole_tiles=True,
+                 progress=False)
+    assert again["written"] == []
+
+
+def _cli(capsys, *argv):
+    from fusar_gpt.__main__ import main
+
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_pull_cli_json_dry_run_and_one_line_errors(server, scenes, tmp_path, capsys):
+    import json
+
+    rc, out, _ = _cli(capsys, "aef", "pull", "--from", server.root_url, "--index", str(server.index), "--images",
+                      str(scenes), "--to", str(tmp_path / "l"), "--dry-run", "--json")
+    assert rc == 0 and json.loads(out)["to_fetch"] == 4
+    rc, out, err = _cli(capsys, "aef", "pull", "--from", server.root_url, "--index", str(server.index), "--bbox",
+                        "4.523,43.585,4.527,43.588", "--years", "2024", "--to", str(tmp_path / "l"))
+    assert rc == 0 and "pulled 1 file(s)" in out
+    for bad, match in ((["--bbox", "4.5,43.5,4.6,43.6"], "--years is required"),
+                       (["--bbox", "4.5,43.5,4.6", "--years", "2024"], "--bbox"),
+                       (["--images", str(tmp_path / "none")], "no such file"),
+                       (["--bbox", "4.5,43.5,4.6,43.6", "--years", "soon"], "--years")):
+        rc, _, err = _cli(capsys, "aef", "pull", "--from", server.root_url, "--index", str(server.index),
+                          "--to", str(tmp_path / "l"), *bad)
+        assert rc == 2 and match in err and err.count("\n") == 1, (bad, err)

@@ -12,7 +12,12 @@ EXAMPLES = {
   fusar-gpt aef sample --aef /data/aef --bbox 4.49,43.57,4.55,43.61 --year 2024 --grid 8 --out a.npz
   fusar-gpt aef sample --aef /data/aef --image scene.tif --grid 16 --json   # footprint + year from the GeoTIFF
   fusar-gpt aef sample --aef /vsis3/us-west-2.opendata.source.coop/tge-labs/aef/v1/annual \\
-      --index aef_index.parquet --bbox 4.49,43.57,4.55,43.61 --year 2023""",
+      --index aef_index.parquet --bbox 4.49,43.57,4.55,43.61 --year 2023
+  fusar-gpt aef pull --from https://data.source.coop/tge-labs/aef/v1/annual --index aef_index.parquet \\
+      --images scenes/ --to /data/aef --dry-run          # which tiles, windows and bytes; nothing fetched
+  fusar-gpt aef pull --from https://data.source.coop/tge-labs/aef/v1/annual --index aef_index.parquet \\
+      --bbox 4.49,43.57,4.55,43.61 --years 2023,2024 --to /data/aef --workers 8
+  fusar-gpt aef coverage --images scenes/ --aef /data/aef --json   # valid-anchor share and year per image""",
 }
 
 
@@ -45,6 +50,85 @@ def add_parsers(sub, fmt) -> None:
     sp.add_argument("--out", help="write the anchors to this .npz")
     sp.add_argument("--cache-dir", help="where the parsed index is cached")
     sp.add_argument("--json", action="store_true", help="print the result as JSON (with the anchors if no --out)")
+    pl = asub.add_parser("pull", help="fetch the AEF windows some footprints need from a remote root into a local one",
+                         description="Plan the tiles and pixel windows that images, a dataset or lon/lat boxes need, "
+                                     "fetch exactly those blocks (parallel range reads, retried), and write them "
+                                     "under --to in the public layout with an index. Re-runs fetch only what is "
+                                     "missing.", epilog=EXAMPLES["aef"], formatter_class=fmt)
+    pl.add_argument("--from", dest="remote", required=True, metavar="REMOTE_ROOT",
+                    help="the bucket or a mirror: https://..., /vsis3/..., or a folder")
+    pl.add_argument("--index", help="the remote's aef_index.parquet/.csv (a local file or URL; default: "
+                                    "REMOTE_ROOT/aef_index.parquet)")
+    src = pl.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", metavar="DIR", help="GeoTIFFs (footprint and acquisition year from each header)")
+    src.add_argument("--manifest", metavar="DS", help="a dataset (its records' meta.footprint and meta.year)")
+    src.add_argument("--bbox", action="append", metavar="LON0,LAT0,LON1,LAT1",
+                     help="a lon/lat box (repeatable); needs --years")
+    pl.add_argument("--years", help="comma-separated years (default: each image's acquisition year), clipped to "
+                                    "the years the remote has")
+    pl.add_argument("--to", required=True, metavar="LOCAL_ROOT", help="local AEF root to write into")
+    pl.add_argument("--margin", type=int, default=4, metavar="PX", help="extra AEF pixels around each footprint "
+                                                                        "(default 4; block means need (block-1)/2)")
+    pl.add_argument("--whole-tiles", action="store_true", help="copy whole tiles byte for byte instead of windows")
+    pl.add_argument("--workers", type=int, default=4, help="tiles fetched at once (default 4)")
+    pl.add_argument("--dry-run", action="store_true", help="list tiles, windows and bytes; fetch nothing")
+    pl.add_argument("--cache-dir", help="where the parsed index is cached")
+    pl.add_argument("--json", action="store_true", help="print the plan or the result as JSON")
+
+
+def _years(text) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(y) for y in str(text).split(",") if y.strip()]
+    except ValueError:
+        raise ValueError(f"--years must be comma-separated integers, got {text!r}") from None
+
+
+def _footprints(args):
+    from ..geo import aef_plan
+
+    if args.images:
+        return aef_plan.images_footprints(args.images)
+    if args.manifest:
+        return aef_plan.manifest_footprints(args.manifest)
+    return aef_plan.bbox_footprints(args.bbox), []
+
+
+def cmd_pull(args) -> int:
+    from ..geo.aef_pull import pull
+
+    years = _years(args.years)
+    if args.bbox and not years:
+        raise ValueError("--years is required with --bbox")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    footprints, problems = _footprints(args)
+    res = pull(args.remote, args.to, footprints, index=args.index, years=years, margin=args.margin,
+               whole_tiles=args.whole_tiles, workers=args.workers, dry_run=args.dry_run, progress=not args.json,
+               cache_dir=args.cache_dir, problems=problems)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    for p in res["problems"]:
+        print(f"skipped {p['image']}: {p['reason']}", file=sys.stderr)
+    if res["dry_run"]:
+        for t in res["tiles"]:
+            for w in t["windows"]:
+                where = f"window {w['window']}" if "window" in w else "whole tile"
+                print(f"{'have' if w['present'] else 'get '} {t['tile']} {where} -> {w['local']} ({_mb(w['bytes'])})")
+        print(f"{res['to_fetch']} of {res['windows']} window(s) in {len(res['tiles'])} tile(s) to fetch: "
+              f"{_mb(res['bytes_to_fetch'])} (whole tiles: {_mb(res['whole_tile_bytes'])}); years "
+              f"{', '.join(map(str, res['years'])) or '-'}; {res['footprints']} footprint(s)")
+        return 0
+    print(f"pulled {len(res['written'])} file(s) ({_mb(res['fetched_bytes'])} in {res['requests']} requests, "
+          f"{res['retries']} retried, {res['seconds']:.1f} s) into {res['local']}; "
+          f"{res['windows'] - res['to_fetch']} window(s) were there already")
+    return 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MiB"
 
 
 def cmd_aef(args) -> int:
@@ -52,6 +136,8 @@ def cmd_aef(args) -> int:
 
     from ..geo.aef import AEFStore
 
+    if args.aef_command == "pull":
+        return cmd_pull(args)
     if args.aef_command == "index":
         if args.write:
             from ..geo.aef_tiles import write_index

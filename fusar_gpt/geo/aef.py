@@ -13,53 +13,22 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from . import GeoError, check_bbox
+from .aef_codes import BANDS, DIM, LUT, NODATA, dequantize, quantize
+from .aef_http import HttpClient
 from .aef_index import TileIndex, load_index, parse_zone
+from .aef_read import TileReader
 from .anchors import Anchors
-from .transforms import crs_key, lonlat_to, map_to_pixel, pixel_to_map, to_lonlat
+from .transforms import crs_key, lonlat_to, pixel_to_map, to_lonlat
 
-DIM = 64
-NODATA = -128
-BANDS = tuple(f"A{i:02d}" for i in range(DIM))
-
-
-def _build_lut() -> np.ndarray:
-    q = np.arange(-128, 128, dtype=np.float64)
-    v = np.sign(q) * (q / 127.5) ** 2
-    v[0] = np.nan  # q == -128 is nodata
-    lut = v.astype(np.float32)
-    lut.flags.writeable = False
-    return lut
-
-
-LUT = _build_lut()  # LUT[q + 128]
-
-
-def dequantize(q) -> np.ndarray:
-    """int8 codes -> float32 values; -128 (nodata) -> NaN."""
-    q = np.asarray(q)
-    if q.dtype != np.int8:
-        if not np.issubdtype(q.dtype, np.integer) or q.size and (q.min() < -128 or q.max() > 127):
-            raise GeoError(f"dequantize expects int8 codes, got {q.dtype}")
-        q = q.astype(np.int8)
-    return LUT[q.view(np.uint8) ^ 0x80]
-
-
-def quantize(v) -> np.ndarray:
-    """float values -> the nearest int8 code; NaN -> -128. Exact inverse of ``dequantize`` on the lattice."""
-    v = np.asarray(v, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        q = np.rint(np.sign(v) * np.sqrt(np.abs(v)) * 127.5)
-    q = np.clip(np.nan_to_num(q, nan=NODATA), -127, 127)
-    q[~np.isfinite(v)] = NODATA
-    return q.astype(np.int8)
-
+# the code lattice lives in aef_codes; it is re-exported here, where callers have always found it
+__all__ = ["AEFStore", "BANDS", "DIM", "LUT", "NODATA", "dequantize", "quantize", "grid_positions", "grid_shape",
+           "natural_zone", "lonlat_to", "to_lonlat"]
 
 def grid_shape(grid) -> tuple[int, int]:
     rows, cols = (grid, grid) if np.isscalar(grid) else tuple(grid)
@@ -81,35 +50,16 @@ def natural_zone(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return zone, np.asarray(lat) >= 0
 
 
-class _Tile:
-    """An open tile plus what sampling needs from its header."""
-
-    def __init__(self, path: str):
-        import rasterio
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.ds = rasterio.open(path)
-        except rasterio.errors.RasterioIOError as err:
-            raise GeoError(f"cannot open AEF tile {path}: {str(err).splitlines()[0]}") from None
-        if self.ds.count != DIM or self.ds.dtypes[0] != "int8" or self.ds.crs is None:
-            self.ds.close()
-            raise GeoError(f"{path} is not an AEF tile (needs {DIM} int8 bands and a CRS)")
-        self.crs = crs_key(self.ds.crs)
-        self.width, self.height = self.ds.width, self.ds.height
-
-    def pixel(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Integer (col, row) of the pixel holding each point; bottom-up tiles come out right by the affine."""
-        col, row = map_to_pixel(self.ds.transform, x, y)
-        return np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
-
-
 YEARS = (1900, 2100)  # a year outside is a typo (or -3), not a request for the nearest AEF year
 
 
 class AEFStore:
     """AEF tiles under ``root`` (``{year}/{zone}/*.tif[f]``; any GDAL path works with an index file).
+
+    ``root`` may be a local folder (bucket tiles, Earth Engine exports, or both), a GDAL path
+    (``/vsis3/...``) or an ``http(s)://`` URL; remote roots need an index (a local file, or the root's
+    own ``aef_index.parquet``, fetched once and cached). Over HTTP only the blocks a footprint needs are
+    read, through ``http`` (an :class:`~fusar_gpt.geo.aef_http.HttpClient`: retries, byte counts).
 
     ``sample(bbox, year, grid)`` lays a grid over a lon/lat footprint; ``sample_raster`` lays it
     over an image's pixel grid. Nodes outside the coverage or on nodata come back with mask False
@@ -117,15 +67,17 @@ class AEFStore:
     """
 
     def __init__(self, root, *, index: str | None = None, cache_dir=None, max_open: int = 16,
-                 window_cap: int = 1 << 20, progress: bool = False):
+                 window_cap: int = 1 << 20, progress: bool = False, http: HttpClient | None = None):
         self.root = str(root)
-        self.index: TileIndex = load_index(self.root, index=index, cache_dir=cache_dir, progress=progress)
+        self.http = http if http is not None else HttpClient()  # used only for http(s) tiles
+        self.index: TileIndex = load_index(self.root, index=index, cache_dir=cache_dir, progress=progress,
+                                           http=self.http)
         if len(self.index) == 0:
             raise GeoError(f"no AEF tiles for any year under {self.root} (expected {self.root}/YEAR/ZONE/*.tiff "
                            f"or an aef_index.parquet/.csv listing them)")
         self.max_open = max_open
         self.window_cap = window_cap  # pixels; larger spans are read one node row at a time
-        self._tiles: OrderedDict[str, _Tile] = OrderedDict()
+        self._tiles: OrderedDict[str, TileReader] = OrderedDict()
         self._lock = threading.RLock()
         self._pid = os.getpid()
 
@@ -196,16 +148,16 @@ class AEFStore:
             return Anchors(feats, pos, mask, lonlat=lonlat, years=np.array(used, np.int64))
         return Anchors(feats[0], pos, mask[0], lonlat=lonlat, year=used[0])
 
-    def _tile(self, path: str) -> _Tile:
+    def _tile(self, path: str) -> TileReader:
         if os.getpid() != self._pid:  # forked data-loader worker: never share GDAL handles across processes
             self._tiles = OrderedDict()
             self._pid = os.getpid()
         tile = self._tiles.get(path)
         if tile is None:
-            tile = _Tile(path)
+            tile = TileReader(path, self.http)
             self._tiles[path] = tile
             while len(self._tiles) > self.max_open:
-                self._tiles.popitem(last=False)[1].ds.close()
+                self._tiles.popitem(last=False)[1].close()
         else:
             self._tiles.move_to_end(path)
         return tile
@@ -251,7 +203,7 @@ class AEFStore:
                 pending[sel[ok]] = False
                 score[c, sel] = np.inf
 
-    def _read(self, tile: _Tile, col, row, method, block) -> np.ndarray:
+    def _read(self, tile: TileReader, col, row, method, block) -> np.ndarray:
         """Values at (col, row) pixels: one window over all nodes, or one per node row when that is huge."""
         r = block // 2 if method == "mean" else 0
         c0, c1 = max(int(col.min()) - r, 0), min(int(col.max()) + r + 1, tile.width)
@@ -269,15 +221,15 @@ class AEFStore:
     def _from_window(self, tile, col, row, r, c0, c1, r0, r1) -> np.ndarray:
         from rasterio.windows import Window
 
-        q = tile.ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))  # [64, h, w] int8
+        q = tile.read(Window(c0, r0, c1 - c0, r1 - r0))  # [64, h, w] raw (int8 codes or an export's floats)
         if r == 0:
-            return dequantize(q[:, row - r0, col - c0].T)
+            return tile.decode(q[:, row - r0, col - c0]).T
         offs = np.arange(-r, r + 1)
         rr = (row - r0)[:, None, None] + offs[None, :, None]  # [k, b, 1]
         cc = (col - c0)[:, None, None] + offs[None, None, :]  # [k, 1, b]
         rr, cc = np.broadcast_arrays(rr, cc)
         inside = (rr >= 0) & (rr < q.shape[1]) & (cc >= 0) & (cc < q.shape[2])
-        v = dequantize(q[:, np.clip(rr, 0, q.shape[1] - 1), np.clip(cc, 0, q.shape[2] - 1)])  # [64, k, b, b]
+        v = tile.decode(q[:, np.clip(rr, 0, q.shape[1] - 1), np.clip(cc, 0, q.shape[2] - 1)])  # [64, k, b, b]
         valid = inside & np.isfinite(v).all(0)
         mean = np.where(valid[None], v, 0).sum((2, 3)) / np.maximum(valid.sum((1, 2)), 1)[None]
         mean = mean.T.astype(np.float64)  # [k, 64]
@@ -300,7 +252,7 @@ class AEFStore:
     def close(self) -> None:
         with self._lock:
             for tile in self._tiles.values():
-                tile.ds.close()
+                tile.close()
             self._tiles.clear()
 
     def __enter__(self):

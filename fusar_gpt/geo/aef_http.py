@@ -31,6 +31,7 @@ from . import GeoError
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 CHUNK = 1 << 16  # header reads come in small pieces; fetch them 64 KiB at a time
+MERGE_GAP = 256  # blocks this close share a request: neighbours in a row, with GDAL's 4-byte leader and trailer
 TRANSIENT = (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException, ssl.SSLError, OSError)
 
 
@@ -67,6 +68,12 @@ class Stats:
             if retry:
                 self.retries += 1
                 self.causes[retry] = self.causes.get(retry, 0) + 1
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def as_dict(self) -> dict:
         with self._lock:
@@ -153,7 +160,7 @@ class HttpClient:
     def __getstate__(self):
         """Picklable (a store holding it goes to worker processes): connections and pools are made anew."""
         state = self.__dict__.copy()
-        state.update(_local=None, _pool=None, _pool_lock=None, stats=Stats())
+        state.update(_local=None, _pool=None, _pool_lock=None)
         return state
 
     def __setstate__(self, state):
@@ -302,7 +309,7 @@ class RemoteTile:
         try:
             hits = [self._cached(o, s) for o, s in zip(offsets, sizes)]
             missing = [(int(o), int(s)) for o, s, h in zip(offsets, sizes, hits) if h is None]
-            fetched = iter(self.client.get_ranges(self.url, missing, merge_gap=CHUNK))
+            fetched = iter(self.client.get_ranges(self.url, missing, merge_gap=MERGE_GAP))
             return [h if h is not None else next(fetched) for h in hits]
         except BaseException as err:
             self.error = err
@@ -312,7 +319,7 @@ class RemoteTile:
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
         """Fetch ``(start, length)`` ranges in parallel and keep them until :meth:`release`."""
         todo = [(int(s), int(n)) for s, n in ranges if n > 0 and self._cached(s, n) is None]
-        for (s, _), body in zip(todo, self.client.get_ranges(self.url, todo, merge_gap=CHUNK)):
+        for (s, _), body in zip(todo, self.client.get_ranges(self.url, todo, merge_gap=MERGE_GAP)):
             with self._lock:
                 self._ranges[s] = body
 
@@ -449,7 +456,7 @@ def open_http(url: str, client: HttpClient):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = rasterio.open(url, opener=opener)
+            ds = rasterio.open(url, opener=opener, driver="GTiff")
         except rasterio.errors.RasterioIOError as err:
             tile.check()
             raise RemoteError(f"cannot open AEF tile {url}: {str(err).splitlines()[0]}", url) from None

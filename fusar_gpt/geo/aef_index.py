@@ -23,6 +23,7 @@ import numpy as np
 
 from ..io_atomic import atomic_path, write_text
 from . import GeoError
+from .aef_http import HttpClient, RemoteError, is_http
 
 INDEX_NAMES = ("aef_index.parquet", "aef_index.csv")
 REQUIRED_COLUMNS = ("path", "year", "wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")
@@ -38,12 +39,12 @@ def is_remote(path: str) -> bool:
 
 
 def gdal_path(path: str) -> str:
-    """Bucket URLs as GDAL virtual paths (``s3://b/k`` -> ``/vsis3/b/k``)."""
+    """Bucket URLs as GDAL virtual paths (``s3://b/k`` -> ``/vsis3/b/k``). ``http(s)://`` stays as it is: those
+    tiles are read through :mod:`.aef_http`, not GDAL's ``/vsicurl/`` (which fails silently on dropped
+    connections; see there)."""
     for scheme, prefix in (("s3://", "/vsis3/"), ("gs://", "/vsigs/")):
         if path.startswith(scheme):
             return prefix + path[len(scheme):]
-    if path.startswith(("http://", "https://")):
-        return "/vsicurl/" + path
     return path
 
 
@@ -212,9 +213,16 @@ def scan_tiles(root: str, cache_dir: Path | None = None, progress: bool = False)
 
 
 def load_index(root: str, index: str | None = None, cache_dir: Path | None = None,
-               progress: bool = False) -> TileIndex:
-    """The index for ``root``: an explicit file, else ``root/aef_index.{parquet,csv}``, else a header scan."""
+               progress: bool = False, http=None) -> TileIndex:
+    """The index for ``root``: an explicit file, else ``root/aef_index.{parquet,csv}``, else a header scan.
+
+    Over HTTP (``root`` or ``index`` an ``http(s)://`` URL) the index file is fetched once into the cache
+    (again only when its size changes) with ``http`` (an :class:`~fusar_gpt.geo.aef_http.HttpClient`)."""
     root = str(root)
+    if index is None and is_http(root):
+        index = _fetch_root_index(root, cache_dir, http)
+    elif index is not None and is_http(str(index)):
+        index = _fetch_index(str(index), cache_dir, http)
     if index is None and not is_remote(root):
         for name in INDEX_NAMES:
             cand = f"{root.rstrip('/')}/{name}"
@@ -243,6 +251,34 @@ def load_index(root: str, index: str | None = None, cache_dir: Path | None = Non
     if not os.path.isdir(root):
         raise GeoError(f"AEF root {root} is not a directory")
     return scan_tiles(root, cache_dir, progress=progress)
+
+
+def _fetch_index(url: str, cache_dir, http) -> str:
+    """A remote index file as a local copy in the cache (kept while the remote size is unchanged)."""
+    client = http if http is not None else HttpClient()
+    name = url.rsplit("/", 1)[-1].split("?")[0]
+    suffix = ".parquet" if name.endswith(".parquet") else ".csv"
+    size = client.size(url)
+    local = _cache_path(f"{url}|{size}", cache_dir, f"aef_index{suffix}")
+    if local is None:  # caching off: a private temporary copy
+        import tempfile
+
+        local = Path(tempfile.mkdtemp(prefix="fusar-aef-index-")) / f"aef_index{suffix}"
+    if not local.exists() or local.stat().st_size != size:
+        with atomic_path(local, suffix) as tmp, open(tmp, "wb") as fh:
+            client.download(url, fh)
+    return str(local)
+
+
+def _fetch_root_index(root: str, cache_dir, http) -> str:
+    for name in INDEX_NAMES:
+        try:
+            return _fetch_index(f"{root.rstrip('/')}/{name}", cache_dir, http)
+        except RemoteError as err:
+            if err.status != 404:
+                raise
+    raise GeoError(f"AEF root {root} has no {' or '.join(INDEX_NAMES)} (HTTP 404): pass index=LOCAL_COPY "
+                   f"(--index) of the bucket's aef_index.parquet")
 
 
 def _exists(path: str) -> bool:

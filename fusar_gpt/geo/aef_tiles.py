@@ -17,7 +17,8 @@ import numpy as np
 
 from ..io_atomic import atomic_path
 from . import GeoError
-from .aef import BANDS, DIM, NODATA, natural_zone
+from .aef import natural_zone
+from .aef_codes import BANDS, DIM, NODATA
 from .aef_index import CSV_COLUMNS, parse_zone, scan_tiles
 from .transforms import lonlat_to
 
@@ -49,16 +50,12 @@ def write_tile(path, codes: np.ndarray, *, crs, west: float, north: float, pixel
     """Write int8 ``codes [64, H, W]`` given NORTH-UP (row 0 = northernmost) with its top-left corner
     at (``west``, ``north``) in ``crs``. ``bottom_up`` stores it as the bucket does (positive y size).
     """
-    import rasterio
-    import rasterio.shutil
     from affine import Affine
-    from rasterio.enums import Resampling
+    from rasterio.windows import Window
 
     codes = np.asarray(codes)
     if codes.dtype != np.int8 or codes.ndim != 3 or codes.shape[0] != DIM:
         raise GeoError(f"AEF tile codes must be int8 [{DIM}, H, W], got {codes.dtype} {list(codes.shape)}")
-    if block_size % 16:
-        raise GeoError(f"block_size must be a multiple of 16, got {block_size}")
     _, h, w = codes.shape
     if bottom_up:
         transform = Affine(pixel_size, 0.0, west, 0.0, pixel_size, north - h * pixel_size)
@@ -66,6 +63,22 @@ def write_tile(path, codes: np.ndarray, *, crs, west: float, north: float, pixel
     else:
         transform = Affine(pixel_size, 0.0, west, 0.0, -pixel_size, north)
         data = codes
+    return write_tile_pieces(path, [(Window(0, 0, w, h), data)], width=w, height=h, crs=crs, transform=transform,
+                             block_size=block_size, overviews=overviews)
+
+
+def write_tile_pieces(path, pieces, *, width: int, height: int, crs, transform, block_size: int = 1024,
+                      overviews: bool = True) -> Path:
+    """Write a tile from ``(Window, int8 codes [64, h, w])`` pieces given as STORED (rows in the order of
+    ``transform``: bottom-up for a positive y pixel size), so that a window of a bucket tile is copied piece by
+    piece (memory bounded by a piece, not the window) and keeps its geotransform. The file appears only when
+    complete (written beside it under a temporary name, then renamed)."""
+    import rasterio
+    import rasterio.shutil
+    from rasterio.enums import Resampling
+
+    if block_size % 16:
+        raise GeoError(f"block_size must be a multiple of 16, got {block_size}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     layout = dict(tiled=True, blockxsize=block_size, blockysize=block_size, compress="zstd", interleave="band")
@@ -73,11 +86,16 @@ def write_tile(path, codes: np.ndarray, *, crs, west: float, north: float, pixel
         staged, final = Path(tmp) / "staged.tif", Path(tmp) / "final.tif"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # GDAL notes that positive y pixel sizes are unusual: that is the point
-            with rasterio.open(staged, "w", driver="GTiff", dtype="int8", count=DIM, width=w, height=h, crs=crs,
-                               transform=transform, nodata=NODATA, **layout) as ds:
-                ds.write(data)
+            with rasterio.open(staged, "w", driver="GTiff", dtype="int8", count=DIM, width=width, height=height,
+                               crs=crs, transform=transform, nodata=NODATA, **layout) as ds:
+                for window, codes in pieces:
+                    codes = np.asarray(codes)
+                    if codes.dtype != np.int8 or codes.ndim != 3 or codes.shape[0] != DIM:
+                        raise GeoError(f"AEF tile codes must be int8 [{DIM}, h, w], got {codes.dtype} "
+                                       f"{list(codes.shape)}")
+                    ds.write(codes, window=window)
                 ds.descriptions = BANDS
-                factors = [2 ** k for k in range(1, 32) if max(h, w) / 2 ** (k - 1) > 1]
+                factors = [2 ** k for k in range(1, 32) if max(height, width) / 2 ** (k - 1) > 1]
                 if overviews and factors:
                     ds.build_overviews(factors, Resampling.nearest)  # nearest keeps codes on the lattice
             # copying with the overviews first gives the cloud-optimised ordering

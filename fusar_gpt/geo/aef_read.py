@@ -1,0 +1,122 @@
+"""One open AEF tile, whatever it is and wherever it lives, decoded to float32 vectors.
+
+Kinds: a bucket COG (int8, bottom-up, nodata -128) or an Earth Engine export (a GeoTIFF with bands
+A00..A63, float32 de-quantised values or int8 codes, north-up, any CRS and tiling). Places: a local
+file, a GDAL virtual path (``/vsis3/...``), or an ``http(s)://`` URL read through
+:mod:`.aef_http` (checked, retried range reads; GDAL's ``/vsicurl/`` is not used for those, see there).
+
+Exports are checked band by band because Earth Engine writes whatever bands were selected, in the
+selected order: bands named A00..A63 in another order are re-ordered by name, anything else (3 bands,
+64 bands named B1..B64, a missing A17) is refused naming the file. Undescribed 64-band files are taken
+in the A00..A63 order, which is what an export of the whole image writes.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import GeoError
+from .aef_codes import BANDS, DIM, NODATA, dequantize
+from .aef_http import HttpClient, RemoteError, block_ranges, is_http, open_http
+from .aef_index import gdal_path
+from .transforms import crs_key, map_to_pixel
+
+FLOAT_TYPES = ("float32", "float64")
+
+
+def band_order(descriptions, count: int, dtype: str, path: str) -> list[int] | None:
+    """The 1-based band numbers holding A00..A63, or None when the file already stores them in order."""
+    if count != DIM:
+        raise GeoError(f"{path} is not an AEF tile: {count} band(s), AEF has {DIM} (A00..A63)")
+    if dtype != "int8" and dtype not in FLOAT_TYPES:
+        raise GeoError(f"{path} is not an AEF tile: its bands are {dtype}, AEF is int8 codes or float32 values")
+    names = [str(d).strip().upper() if d else "" for d in descriptions or ()]
+    if not any(names) or names == list(BANDS):
+        return None
+    if sorted(names) != sorted(BANDS):
+        wrong = [n or "(unnamed)" for n in names if n not in BANDS]
+        lacking = [b for b in BANDS if b not in names]
+        raise GeoError(f"{path} is not an AEF tile: bands must be A00..A63, found "
+                       f"{', '.join(wrong[:4]) or 'duplicates'}{' ...' if len(wrong) > 4 else ''}"
+                       + (f" and no {', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''}" if lacking else ""))
+    return [names.index(b) + 1 for b in BANDS]
+
+
+class TileReader:
+    """An open tile plus what sampling needs from its header; ``values(c0, c1, r0, r1)`` decodes a window."""
+
+    def __init__(self, path: str, http: HttpClient | None = None):
+        import rasterio
+
+        self.path, self.remote = str(path), None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # GDAL notes the bucket's positive y pixel size: that is the layout
+                if is_http(self.path):
+                    self.ds, self.remote = open_http(self.path, http or HttpClient())
+                else:
+                    self.ds = rasterio.open(gdal_path(self.path), driver="GTiff")  # a VRT could read anything
+        except rasterio.errors.RasterioIOError as err:
+            raise GeoError(f"cannot open AEF tile {self.path}: {str(err).splitlines()[0]}") from None
+        try:
+            ds = self.ds
+            self.dtype = ds.dtypes[0]
+            self.order = band_order(ds.descriptions, ds.count, self.dtype, self.path)
+            if len(set(ds.dtypes)) != 1:
+                raise GeoError(f"{self.path} is not an AEF tile: mixed band types {sorted(set(ds.dtypes))}")
+            if ds.crs is None:
+                raise GeoError(f"{self.path} is not an AEF tile: it has no CRS")
+            t = ds.transform
+            if t.b != 0 or t.d != 0:
+                raise GeoError(f"{self.path}: rotated or sheared pixels are not supported (north-up or bottom-up only)")
+        except GeoError:
+            self.ds.close()
+            raise
+        self.crs = crs_key(ds.crs)
+        self.width, self.height = ds.width, ds.height
+        self.nodata = ds.nodata
+
+    def pixel(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer (col, row) of the pixel holding each point; bottom-up tiles come out right by the affine."""
+        col, row = map_to_pixel(self.ds.transform, x, y)
+        return np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
+
+    def read(self, window):
+        """The raw window ``[64, h, w]`` (int8 codes or floats) in the A00..A63 order."""
+        if self.remote is not None:  # every block the window needs, fetched at once, before GDAL decodes
+            self.remote.prefetch(block_ranges(self.ds, window, self.order))
+        try:
+            data = self.ds.read(self.order, window=window)
+        except Exception as err:  # GDAL reports a failed remote read as a generic read error
+            if self.remote is not None:
+                self.remote.check()
+            raise GeoError(f"cannot read AEF tile {self.path}: {str(err).splitlines()[0]}") from None
+        finally:
+            if self.remote is not None:
+                self.remote.release()
+        if self.remote is not None:
+            self.remote.check()
+        return data
+
+    def decode(self, raw: np.ndarray) -> np.ndarray:
+        """float32 of raw ``[64, ...]`` values (as :meth:`read` gives, or picked from it); NaN where there is no
+        vector. Decoding only the picked pixels keeps a sparse grid over a large window cheap."""
+        if self.dtype == "int8":
+            if self.nodata is not None and self.nodata != NODATA:
+                raw = np.where(raw == np.int8(self.nodata), np.int8(NODATA), raw)
+            return dequantize(raw)
+        v = np.array(raw, dtype=np.float32)
+        # an export's masked pixels: its nodata value, NaN, or the all-zero vector (AEF vectors have unit norm)
+        missing = ~np.isfinite(v).all(0) | (v == 0).all(0)
+        if self.nodata is not None and np.isfinite(self.nodata):
+            missing |= (raw == self.nodata).any(0)
+        v[:, missing] = np.nan
+        return v
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+__all__ = ["TileReader", "band_order", "RemoteError"]
