@@ -344,3 +344,52 @@ def test_pull_cli_json_dry_run_and_one_line_errors(server, scenes, tmp_path, cap
         rc, _, err = _cli(capsys, "aef", "pull", "--from", server.root_url, "--index", str(server.index),
                           "--to", str(tmp_path / "l"), *bad)
         assert rc == 2 and match in err and err.count("\n") == 1, (bad, err)
+
+
+# ---------------------------------------------------------------- a remote root as a store: build over HTTP
+def test_build_against_the_server_gives_the_manifest_and_anchors_of_the_local_copy(tmp_path_factory):
+    from fusar_gpt.data.build import BuildConfig, build
+    from fusar_gpt.data.synth import make_world
+
+    world = tmp_path_factory.mktemp("world")
+    make_world(world, scenes=4, seed=5, sites=2, tile_px=256, block_size=128)
+    outs = {}
+    with serve(world) as srv:
+        index = write_url_index(world / "aef", f"{srv.url}/aef", into=world / "remote-index")
+        for name, aef, aef_index in (("local", str(world / "aef"), None), ("remote", f"{srv.url}/aef", str(index))):
+            out = world / f"ds-{name}"
+            summary = build(BuildConfig(images=str(world / "images"), annotations=str(world / "annotations.json"),
+                                        aef=aef, aef_index=aef_index, out=str(out), frame=224), progress=False)
+            assert summary["records"] > 0 and summary["quarantined"] == 0
+            outs[name] = out
+        assert any(h.path.startswith("aef/") and h.status == 206 for h in srv.log)  # it did read over HTTP
+    local, remote = outs["local"], outs["remote"]
+    assert (local / "manifest.jsonl").read_text() == (remote / "manifest.jsonl").read_text()
+    anchors = sorted(p.relative_to(local) for p in (local / "anchors").glob("*.npz"))
+    assert anchors and anchors == sorted(p.relative_to(remote) for p in (remote / "anchors").glob("*.npz"))
+    valid = 0
+    for rel in anchors:
+        assert (local / rel).read_bytes() == (remote / rel).read_bytes()
+        with np.load(local / rel) as z:
+            valid += int(z["mask"].sum())
+    assert valid > 0
+
+
+def test_remote_root_finds_its_own_index_and_refuses_a_root_without_one(server, bucket, tmp_path):
+    from fusar_gpt.geo import GeoError
+
+    with pytest.raises(GeoError, match="has no aef_index") as err:
+        AEFStore(server.root_url, cache_dir=tmp_path / "c")
+    assert "\n" not in str(err.value)
+    write_url_index(bucket, server.root_url, into=bucket)  # the bucket's own index at its root
+    try:
+        store = AEFStore(server.root_url, cache_dir=tmp_path / "c")
+        assert store.years == [2023, 2024] and all(p.startswith("http://") for p in store.index.paths)
+        bbox = (4.523, 43.585, 4.527, 43.588)
+        a = store.sample(bbox, 2024, grid=4)
+        assert a.n_valid == 16 and np.array_equal(a.features, AEFStore(bucket).sample(bbox, 2024, grid=4).features)
+        fetched = len(server.hits("aef/v1/annual/aef_index.parquet", 206))
+        AEFStore(server.root_url, cache_dir=tmp_path / "c")  # cached: the index is not fetched again
+        assert len(server.hits("aef/v1/annual/aef_index.parquet", 206)) == fetched
+    finally:
+        (bucket / "aef_index.parquet").unlink()
