@@ -199,7 +199,7 @@ def scenes(tmp_path_factory):
     of the two 31N tiles, one where no tile is."""
     _, _, west, north = tile_origin(4.52, 43.59, SIZE)
     d = tmp_path_factory.mktemp("scenes")
-    sar_image(d / "S1A_IW_20240501T060000_a.tif", west + 300, north - 200)
+    sar_image(d / "S1A_IW_20240501T060000_a.tif", west + 300, north - 260)
     sar_image(d / "S1A_IW_20150309T173017_b.tif", west + 1200, north - 1500, w=120, h=100)
     sar_image(d / "S1B_IW_20230704T060000_seam.tif", west + SIZE * 10 - 250, north - 900)
     sar_image(d / "S1A_IW_20240101T060000_far.tif", 300000, 5500000, w=50, h=50, epsg=32633)
@@ -393,3 +393,47 @@ def test_remote_root_finds_its_own_index_and_refuses_a_root_without_one(server, 
         assert len(server.hits("aef/v1/annual/aef_index.parquet", 206)) == fetched
     finally:
         (bucket / "aef_index.parquet").unlink()
+
+
+# ---------------------------------------------------------------- coverage
+def test_coverage_reports_share_year_and_class_per_image_and_a_summary(server, bucket, scenes, tmp_path, capsys):
+    import json
+
+    from fusar_gpt.geo.aef_coverage import coverage
+
+    _, _, west, north = tile_origin(4.52, 43.59, SIZE)
+    d = tmp_path / "cov"
+    for f in scenes.glob("*.tif"):
+        (d / f.name).parent.mkdir(parents=True, exist_ok=True)
+        (d / f.name).write_bytes(f.read_bytes())
+    sar_image(d / "S1A_IW_20240601T060000_coast.tif", west + 500, north - 100, w=100, h=100)  # half on open sea
+    sar_image(d / "S1A_IW_20240602T060000_sea.tif", west + 900, north - 20, w=40, h=40)  # all open sea
+    fps, problems = images_footprints(d)
+    res = coverage(AEFStore(server.root_url, index=server.index), fps)
+    by = {Path(i["image"]).name.split("_")[-1].removesuffix(".tif"): i for i in res["images"]}
+    assert {k: v["status"] for k, v in by.items()} == {"a": "full", "b": "full", "seam": "full", "far": "none",
+                                                       "coast": "partial", "sea": "none"}
+    assert by["b"]["year"] == 2015 and by["b"]["aef_year"] == 2023 and by["a"]["aef_year"] == 2024
+    assert by["far"]["reason"] == "no tile" and by["sea"]["reason"] == "nodata only (open sea)"
+    assert 0 < by["coast"]["share"] < 1 and by["a"]["share"] == 1.0
+    assert res["summary"] == {"full": 3, "partial": 1, "none": 2, "no_tile": 1}
+    assert res["by_year"]["2023"] == {"full": 2, "partial": 0, "none": 0}
+    assert res["by_year"]["2024"] == {"full": 1, "partial": 1, "none": 2}
+    # the local copy says the same, and so does the CLI
+    assert coverage(AEFStore(bucket), fps)["images"] == res["images"]
+    rc, out, _ = _cli(capsys, "aef", "coverage", "--images", str(d), "--aef", str(bucket), "--json")
+    assert rc == 0 and json.loads(out)["summary"] == res["summary"]
+    rc, out, _ = _cli(capsys, "aef", "coverage", "--images", str(d), "--aef", str(bucket))
+    assert rc == 0 and "3 full, 1 partial, 2 none (1 with no tile at all)" in out and "[no tile]" in out
+    # a dataset: its records' footprints and years; an image without one is listed, not fatal
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    rows = [{"id": "a-0", "image": "images/a.png", "meta": {"footprint": list(fps[0].bbox), "year": fps[0].year}},
+            {"id": "a-1", "image": "images/a.png", "meta": {"footprint": list(fps[0].bbox), "year": fps[0].year}},
+            {"id": "p-0", "image": "images/p.png", "meta": {"footprint": None, "year": None}}]
+    (ds / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rc, out, _ = _cli(capsys, "aef", "coverage", "--manifest", str(ds), "--aef", str(bucket), "--json")
+    got = json.loads(out)
+    assert rc == 0 and len(got["images"]) == 1 and got["problems"][0]["image"] == "images/p.png"
+    rc, _, err = _cli(capsys, "aef", "coverage", "--manifest", str(tmp_path / "nope"), "--aef", str(bucket))
+    assert rc == 2 and "no manifest.jsonl" in err and err.count("\n") == 1

@@ -1,4 +1,4 @@
-"""``fusar-gpt aef index`` and ``aef sample``: AlphaEarth tile indexes and anchor grids."""
+"""``fusar-gpt aef index|sample|pull|coverage``: AlphaEarth tile indexes, anchor grids, fetching and coverage."""
 
 from __future__ import annotations
 
@@ -74,6 +74,19 @@ def add_parsers(sub, fmt) -> None:
     pl.add_argument("--dry-run", action="store_true", help="list tiles, windows and bytes; fetch nothing")
     pl.add_argument("--cache-dir", help="where the parsed index is cached")
     pl.add_argument("--json", action="store_true", help="print the plan or the result as JSON")
+    cv = asub.add_parser("coverage", help="per image: the share of valid anchors an AEF root gives, and the year",
+                         description="Sample each image's anchor grid as 'build' does and report the share of valid "
+                                     "anchors and the AEF year used, with a summary (full / partial / none, by "
+                                     "year); 'none' says whether no tile reaches the place or it is nodata there.",
+                         epilog=EXAMPLES["aef"], formatter_class=fmt)
+    src = cv.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", metavar="DIR", help="GeoTIFFs (footprint and acquisition year from each header)")
+    src.add_argument("--manifest", metavar="DS", help="a dataset (its records' meta.footprint and meta.year)")
+    cv.add_argument("--aef", required=True, metavar="ROOT", help="AEF root (local, https://... or /vsis3/...)")
+    cv.add_argument("--index", help="index file (for remote roots without their own)")
+    cv.add_argument("--grid", type=int, default=8, help="nodes per side (default 8, as build)")
+    cv.add_argument("--cache-dir", help="where the parsed index is cached")
+    cv.add_argument("--json", action="store_true", help="print the per-image lines and the summary as JSON")
 
 
 def _years(text) -> list[int] | None:
@@ -127,6 +140,29 @@ def cmd_pull(args) -> int:
     return 0
 
 
+def cmd_coverage(args) -> int:
+    from ..geo.aef import AEFStore
+    from ..geo.aef_coverage import coverage
+
+    footprints, problems = _footprints(args)
+    res = coverage(AEFStore(args.aef, index=args.index, cache_dir=args.cache_dir), footprints, grid=args.grid,
+                   problems=problems)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    for i in res["images"]:
+        print(f"{i['status']:7s} {i['share'] * 100:5.1f}%  AEF {i['aef_year'] or '-'} (asked {i['year'] or '-'})  "
+              f"{i['image']}" + (f"  [{i['reason']}]" if "reason" in i else ""))
+    for p in res["problems"]:
+        print(f"skipped {p['image']}: {p['reason']}", file=sys.stderr)
+    s = res["summary"]
+    years = "; ".join(f"{y}: {v['full']} full, {v['partial']} partial, {v['none']} none"
+                      for y, v in res["by_year"].items())
+    print(f"{len(res['images'])} image(s): {s['full']} full, {s['partial']} partial, {s['none']} none "
+          f"({s['no_tile']} with no tile at all); by AEF year: {years or '-'}")
+    return 0
+
+
 def _mb(n: int) -> str:
     return f"{n / 2 ** 20:.1f} MiB"
 
@@ -138,6 +174,8 @@ def cmd_aef(args) -> int:
 
     if args.aef_command == "pull":
         return cmd_pull(args)
+    if args.aef_command == "coverage":
+        return cmd_coverage(args)
     if args.aef_command == "index":
         if args.write:
             from ..geo.aef_tiles import write_index

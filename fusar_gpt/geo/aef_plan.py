@@ -33,6 +33,7 @@ class Footprint:
     bbox: tuple[float, float, float, float]  # lon_min, lat_min, lon_max, lat_max
     year: int | None                        # acquisition (asked) year; None: the years given by hand
     source: str                             # file, record id or "bbox N": what a message names
+    raster: tuple | None = None             # (crs, transform, width, height) of an image: its own anchor grid
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,15 @@ def image_footprint(path) -> Footprint:
             if ds.crs is not None and not ds.transform.is_identity:
                 box = footprint(ds.crs, ds.transform, ds.width, ds.height, what=str(path))
                 date = acquisition_date({**ds.tags(), **ds.tags(1)}, path)
-                return Footprint(box, date.year if date else None, str(path))
+                return Footprint(box, date.year if date else None, str(path),
+                                 (ds.crs, ds.transform, ds.width, ds.height))
     except GeoError:
         raise
     except Exception as err:  # rasterio raises several types for unreadable files
         raise GeoError(f"{path}: not a readable raster ({' '.join(str(err).split())})") from None
     img = read_sar(path)
-    return Footprint(img.footprint, img.date.year if img.date else None, str(path))
+    return Footprint(img.footprint, img.date.year if img.date else None, str(path),
+                     (img.crs, img.transform, img.width, img.height))
 
 
 def images_footprints(root) -> tuple[list[Footprint], list[dict]]:
