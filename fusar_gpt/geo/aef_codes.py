@@ -53,3 +53,29 @@ def lattice_step(v) -> np.ndarray:
     from the int8 tile holding the same vector."""
     q = np.abs(quantize(v).astype(np.float64))
     return ((q + 1) / 127.5) ** 2 - (q / 127.5) ** 2
+
+
+FLOAT_TYPES = ("float32", "float64")
+
+
+def band_order(descriptions, count: int, dtype: str, path: str) -> list[int] | None:
+    """The 1-based band numbers holding A00..A63, or None when the file already stores them in order.
+
+    Earth Engine exports write whatever bands were selected, in the selected order: bands named A00..A63
+    in another order are re-ordered by name; anything else (3 bands, 64 bands named B1..B64, a missing A17,
+    uint16) is refused naming the file. Undescribed 64-band files are taken in the A00..A63 order, which is
+    what an export of the whole image writes."""
+    if count != DIM:
+        raise GeoError(f"{path} is not an AEF tile: {count} band(s), AEF has {DIM} (A00..A63)")
+    if dtype != "int8" and dtype not in FLOAT_TYPES:
+        raise GeoError(f"{path} is not an AEF tile: its bands are {dtype}, AEF is int8 codes or float32 values")
+    names = [str(d).strip().upper() if d else "" for d in descriptions or ()]
+    if not any(names) or names == list(BANDS):
+        return None
+    if sorted(names) != sorted(BANDS):
+        wrong = [n or "(unnamed)" for n in names if n not in BANDS]
+        lacking = [b for b in BANDS if b not in names]
+        raise GeoError(f"{path} is not an AEF tile: bands must be A00..A63, found "
+                       f"{', '.join(wrong[:4]) or 'duplicates'}{' ...' if len(wrong) > 4 else ''}"
+                       + (f" and no {', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''}" if lacking else ""))
+    return [names.index(b) + 1 for b in BANDS]

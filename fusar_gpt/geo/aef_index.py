@@ -23,6 +23,7 @@ import numpy as np
 
 from ..io_atomic import atomic_path, write_text
 from . import GeoError
+from .aef_codes import band_order
 from .aef_http import HttpClient, RemoteError, is_http
 
 INDEX_NAMES = ("aef_index.parquet", "aef_index.csv")
@@ -31,7 +32,7 @@ CSV_COLUMNS = ("fid", "path", "year", "utm_zone", "crs", "utm_west", "utm_south"
                "wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")
 _ZONE = re.compile(r"^(\d{1,2})([NS])$")
 _YEAR = re.compile(r"^\d{4}$")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: exports (any folder, year from path, zone from CRS) are scanned too
 
 
 def is_remote(path: str) -> bool:
@@ -164,13 +165,19 @@ def read_index_file(index_file: str, root: str) -> TileIndex:
 
 
 def scan_tiles(root: str, cache_dir: Path | None = None, progress: bool = False) -> TileIndex:
-    """Read every tile header under ``root/{year}/{zone}/``; unchanged files come from the cache."""
+    """Read every tile header under ``root``; unchanged files come from the cache.
+
+    Bucket tiles sit in ``{year}/{zone}/``; any other GeoTIFF under ``root`` (an Earth Engine export, in any
+    folder, CRS or tiling) is taken as an export: its year from a ``YEAR`` folder above it or one year in its
+    name (``aef_2024_...tif``), its zone from its CRS when that is UTM. Every file must hold the 64 AEF bands
+    (``aef_codes.band_order``): one that does not is refused naming it, rather than skipped in silence.
+    """
     import rasterio
     from rasterio.warp import transform_bounds
 
     base = Path(root)
-    files = sorted(p for pattern in ("*/*/*.tif", "*/*/*.tiff") for p in base.glob(pattern)
-                   if _YEAR.match(p.parent.parent.name) and parse_zone(p.parent.name))
+    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in (".tif", ".tiff") and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(base).parts))
     cache_file = _cache_path(root, cache_dir, "scan.json")
     cached = {}
     if cache_file and cache_file.exists():
@@ -192,16 +199,20 @@ def scan_tiles(root: str, cache_dir: Path | None = None, progress: bool = False)
         if rel in cached and cached[rel]["sig"] == sig:
             entries[rel] = cached[rel]
             continue
+        parts = p.relative_to(base).parts
+        bucket = len(parts) >= 3 and _YEAR.match(parts[-3]) and parse_zone(parts[-2])
+        year = int(parts[-3]) if bucket else export_year(p.relative_to(base))
         try:
-            with warnings.catch_warnings(), rasterio.open(p) as ds:
+            with warnings.catch_warnings(), rasterio.open(p, driver="GTiff") as ds:
                 warnings.simplefilter("ignore")
                 if ds.crs is None:
                     raise GeoError(f"AEF tile {p} has no CRS")
+                band_order(ds.descriptions, ds.count, ds.dtypes[0], str(p))
                 wb = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+                zone = p.parent.name.upper() if bucket else utm_zone_of(ds.crs.to_epsg())
         except rasterio.errors.RasterioIOError as err:
             raise GeoError(f"cannot read AEF tile {p}: {str(err).splitlines()[0]}") from None
-        entries[rel] = {"sig": sig, "year": int(p.parent.parent.name), "zone": p.parent.name.upper(),
-                        "bounds": [float(v) for v in wb]}
+        entries[rel] = {"sig": sig, "year": year, "zone": zone, "bounds": [float(v) for v in wb]}
     if cache_file:
         write_text(cache_file, json.dumps({"version": CACHE_VERSION, "root": root, "tiles": entries}))
     rels = sorted(entries)
@@ -210,6 +221,31 @@ def scan_tiles(root: str, cache_dir: Path | None = None, progress: bool = False)
                      np.array([entries[r]["zone"] for r in rels], dtype=str),
                      np.array([entries[r]["bounds"] for r in rels], np.float64).reshape(len(rels), 4),
                      source="scan")
+
+
+_NAME_YEAR = re.compile(r"(?<![0-9])(19[0-9]{2}|20[0-9]{2}|2100)(?![0-9])")
+
+
+def export_year(rel: Path) -> int:
+    """The year of an export at ``rel`` (relative to the root): a ``YEAR`` folder above it, else the one year its
+    name holds. Earth Engine puts no year in the file, so without either the file cannot be placed in time."""
+    folders = [int(d) for d in rel.parts[:-1] if _YEAR.match(d) and 1900 <= int(d) <= 2100]
+    if folders:
+        return folders[-1]
+    named = {int(m) for m in _NAME_YEAR.findall(rel.stem)}
+    if len(named) == 1:
+        return named.pop()
+    raise GeoError(f"AEF export {rel}: cannot tell its year ({'several years' if named else 'no year'} in its "
+                   f"name): put it under a YEAR/ folder, name it like aef_2024_....tif, or list it in an index")
+
+
+def utm_zone_of(epsg: int | None) -> str:
+    """'31N' for EPSG:32631, '37S' for EPSG:32737, '' for any other CRS (ranked after a point's own zone)."""
+    if epsg and 32601 <= epsg <= 32660:
+        return f"{epsg - 32600}N"
+    if epsg and 32701 <= epsg <= 32760:
+        return f"{epsg - 32700}S"
+    return ""
 
 
 def load_index(root: str, index: str | None = None, cache_dir: Path | None = None,

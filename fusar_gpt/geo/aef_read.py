@@ -5,10 +5,7 @@ A00..A63, float32 de-quantised values or int8 codes, north-up, any CRS and tilin
 file, a GDAL virtual path (``/vsis3/...``), or an ``http(s)://`` URL read through
 :mod:`.aef_http` (checked, retried range reads; GDAL's ``/vsicurl/`` is not used for those, see there).
 
-Exports are checked band by band because Earth Engine writes whatever bands were selected, in the
-selected order: bands named A00..A63 in another order are re-ordered by name, anything else (3 bands,
-64 bands named B1..B64, a missing A17) is refused naming the file. Undescribed 64-band files are taken
-in the A00..A63 order, which is what an export of the whole image writes.
+Exports are checked band by band (``aef_codes.band_order``) and re-ordered by band name when needed.
 """
 
 from __future__ import annotations
@@ -18,30 +15,10 @@ import warnings
 import numpy as np
 
 from . import GeoError
-from .aef_codes import BANDS, DIM, NODATA, dequantize
+from .aef_codes import NODATA, band_order, dequantize
 from .aef_http import HttpClient, RemoteError, block_ranges, is_http, open_http
 from .aef_index import gdal_path
 from .transforms import crs_key, map_to_pixel
-
-FLOAT_TYPES = ("float32", "float64")
-
-
-def band_order(descriptions, count: int, dtype: str, path: str) -> list[int] | None:
-    """The 1-based band numbers holding A00..A63, or None when the file already stores them in order."""
-    if count != DIM:
-        raise GeoError(f"{path} is not an AEF tile: {count} band(s), AEF has {DIM} (A00..A63)")
-    if dtype != "int8" and dtype not in FLOAT_TYPES:
-        raise GeoError(f"{path} is not an AEF tile: its bands are {dtype}, AEF is int8 codes or float32 values")
-    names = [str(d).strip().upper() if d else "" for d in descriptions or ()]
-    if not any(names) or names == list(BANDS):
-        return None
-    if sorted(names) != sorted(BANDS):
-        wrong = [n or "(unnamed)" for n in names if n not in BANDS]
-        lacking = [b for b in BANDS if b not in names]
-        raise GeoError(f"{path} is not an AEF tile: bands must be A00..A63, found "
-                       f"{', '.join(wrong[:4]) or 'duplicates'}{' ...' if len(wrong) > 4 else ''}"
-                       + (f" and no {', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''}" if lacking else ""))
-    return [names.index(b) + 1 for b in BANDS]
 
 
 class TileReader:
@@ -119,4 +96,4 @@ class TileReader:
         self.ds.close()
 
 
-__all__ = ["TileReader", "band_order", "RemoteError"]
+__all__ = ["TileReader", "RemoteError"]
