@@ -28,7 +28,7 @@ from .geo.anchors import Anchors
 from .geo.frame import MODEL_PATCH, FrameMap, to_model_frame
 from .geo.plain import PLAIN_SUFFIXES, InputTooLarge, read_plain, to_gray
 from .geo.radiometry import to_uint8
-from .geo.raster import DEFAULT_MAX_PIXELS, SarImage, open_raster, read_sar
+from .geo.raster import DEFAULT_MAX_PIXELS, SCALES, SarImage, open_raster, read_sar
 from .io_atomic import write_text
 
 CHIP_FILE = "chip.json"
@@ -56,6 +56,7 @@ class ChipSpec:
     stretch: tuple[float, float] | None = None
     bands: str | None = None
     pol: str | None = None
+    scale: str | None = None         # what the pixel values are: db | amplitude | intensity (None: from tags/data)
     year_policy: str = "acquisition"
     eight_bit: str = "gray"
 
@@ -66,7 +67,8 @@ class ChipSpec:
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or not 2 <= self.grid <= 64:
             raise ValueError(f"chip anchor grid must be an integer in 2..64, got {self.grid!r}")
         for name, value, allowed in (("sampling", self.sampling, SAMPLING), ("year_policy", self.year_policy,
-                                     YEAR_POLICIES), ("eight_bit", self.eight_bit, EIGHT_BIT)):
+                                     YEAR_POLICIES), ("eight_bit", self.eight_bit, EIGHT_BIT),
+                                     ("scale", self.scale, (None, *SCALES))):
             if value not in allowed:
                 raise ValueError(f"chip {name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.stretch is not None:
@@ -175,7 +177,7 @@ def read_raster(path, spec: ChipSpec, *, footprint=None, max_pixels: int | None 
                 window=None) -> SarImage:
     """The SAR measurement of ``path`` with the spec's band / polarisation choice (the one place it is applied)."""
     return read_sar(path, window=window, max_pixels=max_pixels, footprint=footprint, bands=spec.bands,
-                    pol=spec.pol)
+                    pol=spec.pol, scale=spec.scale)
 
 
 def raster_chip(raster: SarImage, spec: ChipSpec, *, store=None, year: int | None = None, anchors=None,

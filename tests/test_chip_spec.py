@@ -28,7 +28,7 @@ def test_spec_round_trips_and_refuses_bad_values(tmp_path):
     SPEC.save(tmp_path)
     assert read_spec(tmp_path) == SPEC and not list(tmp_path.glob(".*"))
     for bad in ({"frame": 500}, {"grid": 0}, {"stretch": [5, -5]}, {"sampling": "nearest"}, {"eight_bit": "16"},
-                {"stretch": "wide"}, {"frame": True}):
+                {"stretch": "wide"}, {"frame": True}, {"scale": "linear"}):
         with pytest.raises(ValueError, match="chip"):
             ChipSpec.from_dict({**SPEC.to_dict(), **bad})
     assert ChipSpec(frame=224).differences(ChipSpec(frame=504, grid=4)) == ["frame: 224 != 504", "grid: 8 != 4"]
@@ -55,6 +55,7 @@ def test_one_geotiff_gives_identical_pixels_and_anchors_through_build_dataset_as
     pixels = np.asarray(Image.open(record["image"]))
     anchors = Anchors.load(record["aef"])
     assert pixels.shape == (224, 224) and len(anchors.positions) == 25
+    assert record["meta"]["band"] == "band 1" and record["meta"]["scale"] == "db"  # what was read, recorded
 
     store = AEFStore(aef, cache_dir=False)
     asked = load_chip(tif, SPEC, store=store)  # ask, detect-scene's per-tile reads and the folder mode use this
@@ -71,6 +72,9 @@ def test_one_geotiff_gives_identical_pixels_and_anchors_through_build_dataset_as
     assert np.array_equal(from_dataset, pixels)
     # and the spec is what made them: another stretch gives other pixels on every path
     other = ChipSpec(frame=224, grid=5)
+    # the scale is explicit in the spec: the same file read as linear intensity is another chip
+    assert not np.array_equal(load_chip(tif, ChipSpec(frame=224, grid=5, stretch=SPEC.stretch, scale="intensity"),
+                                        no_aef=True).image, pixels)
     assert not np.array_equal(load_chip(tif, other, no_aef=True).image, pixels)
     assert not np.array_equal(np.asarray(ManifestDataset([geotiff_record], spec=other)[0]["image"])[..., 0], pixels)
 

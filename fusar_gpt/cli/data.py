@@ -55,6 +55,9 @@ def add_parsers(sub, fmt) -> None:
     b.add_argument("--aef", metavar="ROOT", help="AEF root (see 'fusar-gpt aef --help'); needed for GeoTIFFs and "
                                                  "--geo-placed chips (PNG/JPEG chips alone build without it, with "
                                                  "empty priors)")
+    b.add_argument("--scale", choices=("db", "amplitude", "intensity"),
+                   help="what the pixel values are (default: the file's tags, else guessed from the data); set it "
+                        "when a product is linear intensity but looks like amplitude, or is already in dB")
     b.add_argument("--geo", metavar="FILE", help="sidecar table (CSV or JSON) of place and date for chips without "
                                                  "georeference: file, lon_min,lat_min,lon_max,lat_max (or lon,lat,"
                                                  "pixel_m), date")
@@ -133,7 +136,7 @@ def cmd_build(args) -> int:
                           stretch=_floats(args.stretch, 2, "--stretch") if args.stretch else None, seed=args.seed,
                           workers=args.workers, shard=shard, aef_index=args.aef_index,
                           landcover_ref=args.landcover_ref, sensor=args.sensor, bands=args.bands, pol=args.pol,
-                          require_geo=args.require_geo, fresh=args.fresh, geo=args.geo)
+                          require_geo=args.require_geo, fresh=args.fresh, geo=args.geo, scale=args.scale)
         summary = build(cfg, progress=not args.json)
     if args.json:
         print(json.dumps(summary))

@@ -108,6 +108,7 @@ def add_chip_spec_parser(sub, fmt) -> None:
     c.add_argument("--stretch", help="fixed dB range LOW,HIGH (default: each image's 2-98 %% percentiles)")
     c.add_argument("--bands", help="band choice as in build --bands (i,q | N | N,M)")
     c.add_argument("--pol", choices=["VV", "VH", "HH", "HV"], help="polarisation as in build --pol")
+    c.add_argument("--scale", choices=["db", "amplitude", "intensity"], help="pixel values as in build --scale")
     c.add_argument("--eight-bit", default="gray", choices=["gray", "rgb"],
                    help="PNG/JPEG inputs: one grey channel (as build writes them) or colour as is (default gray)")
     c.add_argument("--force", action="store_true", help="replace an existing chip.json")
@@ -208,6 +209,7 @@ def cmd_chip_spec(args) -> int:
                     raise ValueError(f"--stretch {args.stretch!r}: expected LOW,HIGH in dB") from None
             spec = ChipSpec.from_dict({"frame": args.frame, "grid": args.grid, "sampling": args.sampling,
                                        "stretch": stretch, "bands": args.bands, "pol": args.pol,
+                                       "scale": args.scale,
                                        "eight_bit": args.eight_bit}, "chip-spec")
         spec.save(folder)
     print(json.dumps(spec.to_dict()) if args.json else

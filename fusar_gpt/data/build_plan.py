@@ -52,6 +52,7 @@ class BuildConfig:
     require_geo: bool = False           # refuse PNG/JPEG chips (no georeference, so no anchors) instead of empty priors
     bands: str | None = None            # "i,q" (SLC as I and Q bands), "N", "N,M"; default: from band descriptions
     pol: str | None = None              # VV | VH | HH | HV among described bands; default the co-pol
+    scale: str | None = None            # db | amplitude | intensity: what the pixels hold (default: tags, then data)
     geo: str | None = None              # sidecar table (CSV/JSON) of place and date for chips that carry none
 
     def __post_init__(self):
@@ -70,7 +71,8 @@ class BuildConfig:
 
     def chip_spec(self) -> ChipSpec:
         """How this build makes its chips; recorded in build.json and carried by every run trained on it."""
-        return ChipSpec(frame=self.frame, grid=self.grid, stretch=self.stretch, bands=self.bands, pol=self.pol)
+        return ChipSpec(frame=self.frame, grid=self.grid, stretch=self.stretch, bands=self.bands, pol=self.pol,
+                        scale=self.scale)
 
 
 @dataclass

@@ -161,7 +161,8 @@ class Worker:
             raise ValueError(f"no AEF tile covers its footprint {tuple(round(v, 5) for v in img.footprint)}")
         chip = raster_chip(img, self.spec, store=self.store, year=year, boxes=_boxes(objects))
         return self._finish(job, chip, objects, date, {"footprint": [round(v, 7) for v in img.footprint],
-                                                       "year": year, "aef_year": chip.anchors.year})
+                                                       "year": year, "aef_year": chip.anchors.year,
+                                                       "band": img.band, "scale": img.scale})
 
     def _plain_records(self, job: Job) -> list[dict]:
         """A PNG/JPEG chip (most public SAR detection sets): its 8-bit pixels as they are, no georeference, so an

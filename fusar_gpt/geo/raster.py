@@ -53,6 +53,7 @@ class SarImage:
     scale: str
     path: str
     nodata: float | None
+    band: str = ""           # what was read, for the record ("band 2, VH", "bands 1 (I) + 2 (Q)")
     # Set by read_sar: GCP rasters have a footprint more exact than their fitted affine.
     _footprint: tuple[float, float, float, float] | None = field(default=None, repr=False)
 
@@ -214,5 +215,5 @@ def _read_open(ds, path, choice, window, max_pixels, fp_fallback, date, scale) -
         data=data, mask=mask, crs=crs, transform=transform, width=w, height=h,
         date=date if date is not None else acquisition_date(tags, path),
         scale=scale if scale is not None else guess_scale(data, mask, dtype, tags),
-        path=str(path), nodata=None if nodata is None else float(nodata), _footprint=fp,
+        path=str(path), nodata=None if nodata is None else float(nodata), band=choice.describe(), _footprint=fp,
     )
