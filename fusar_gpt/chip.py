@@ -25,6 +25,7 @@ import numpy as np
 
 from .geo import GeoError, check_bbox
 from .geo.anchors import Anchors
+from .geo.dualpol import DUAL, DualPol, dual_to_uint8, read_dual
 from .geo.frame import MODEL_PATCH, FrameMap, to_model_frame
 from .geo.plain import PLAIN_SUFFIXES, InputTooLarge, read_plain, to_gray
 from .geo.radiometry import to_uint8
@@ -174,8 +175,11 @@ def sniff(data: bytes) -> str | None:
 
 
 def read_raster(path, spec: ChipSpec, *, footprint=None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                window=None) -> SarImage:
-    """The SAR measurement of ``path`` with the spec's band / polarisation choice (the one place it is applied)."""
+                window=None) -> SarImage | DualPol:
+    """The SAR measurement of ``path`` with the spec's band / polarisation choice (the one place it is applied);
+    ``bands: dual`` reads the co- and cross-pol bands for the colour composite."""
+    if spec.bands == DUAL:
+        return read_dual(path, scale=spec.scale, window=window, max_pixels=max_pixels, footprint=footprint)
     return read_sar(path, window=window, max_pixels=max_pixels, footprint=footprint, bands=spec.bands,
                     pol=spec.pol, scale=spec.scale)
 
@@ -187,7 +191,9 @@ def raster_chip(raster: SarImage, spec: ChipSpec, *, store=None, year: int | Non
     name = source or str(raster.path)
     year = year if year is not None else (raster.date.year if raster.date else None)
     prior = _prior(name, spec, store, anchors, no_aef, raster.footprint, year, raster)
-    image, fboxes, fmap = to_model_frame(to_uint8(raster, fixed=spec.stretch), spec.frame, boxes)
+    pixels = dual_to_uint8(raster, fixed=spec.stretch) if isinstance(raster, DualPol) else \
+        to_uint8(raster, fixed=spec.stretch)
+    image, fboxes, fmap = to_model_frame(pixels, spec.frame, boxes)
     return ModelChip(image, prior, name, raster.footprint, None if year is None else int(year), fboxes, fmap)
 
 

@@ -98,3 +98,59 @@ def test_an_undecidable_two_band_file_is_quarantined_with_the_bands_reason(slc, 
                                 aef=str(tmp_path / "aef"), out=str(tmp_path / "ds"), frame=224), progress=False)
     (q,) = [json.loads(ln) for ln in (tmp_path / "ds" / "quarantine.jsonl").read_text().splitlines()]
     assert summary["quarantined"] == 1 and "--bands" in q["reason"] and "bare.tif" in q["image"]
+
+
+def test_dual_pol_composite_puts_co_cross_and_ratio_in_three_channels(tmp_path):
+    from fusar_gpt.chip import ChipSpec, load_chip
+    from fusar_gpt.geo.radiometry import stretch_to_uint8, to_db
+
+    rng = np.random.default_rng(3)
+    vv = rng.gamma(1.0, 0.1, (64, 64)).astype(np.float32)
+    vh = rng.gamma(1.0, 0.02, (64, 64)).astype(np.float32)
+    vh[10:20, 10:20] *= 8  # vegetation: the cross-pol lifts, the ratio drops
+    path = _tif(tmp_path / "grd.tif", [vh, vv], ["Intensity_VH", "Intensity_VV"])
+    spec = ChipSpec(frame=56, grid=4, bands="dual", scale="intensity")
+    rgb = load_chip(path, spec, no_aef=True).image
+    assert rgb.shape == (56, 56, 3) and rgb.dtype == np.uint8
+    single = {p: load_chip(path, ChipSpec(frame=56, grid=4, pol=p, scale="intensity"), no_aef=True).image
+              for p in ("VV", "VH")}
+    assert np.array_equal(rgb[..., 0], single["VV"]) and np.array_equal(rgb[..., 1], single["VH"])
+    ratio = stretch_to_uint8(to_db(vv, "intensity") - to_db(vh, "intensity"))
+    from fusar_gpt.geo.frame import to_model_frame
+
+    assert np.array_equal(rgb[..., 2], to_model_frame(ratio, 56)[0])
+    assert rgb[12:18, 12:18, 2].mean() < rgb[40:50, 40:50, 2].mean()  # the lifted cross-pol shows as low ratio
+    bare = _tif(tmp_path / "bare.tif", [vh, vv])
+    with pytest.raises(GeoError, match="bare.tif: --bands dual needs a co- and a cross-polarised band"):
+        load_chip(bare, spec, no_aef=True)
+
+
+def test_a_dual_pol_build_writes_colour_chips_and_records_what_it_read(tmp_path):
+    from fusar_gpt.data.build import BuildConfig, build
+    from fusar_gpt.data.dataset import load_manifest
+
+    from .infer_helpers import make_aef, utm_scene
+
+    aef = make_aef(tmp_path / "aef")
+    single = read_sar(utm_scene(tmp_path / "ref_20240501.tif", size=64))
+    images = tmp_path / "images"
+    images.mkdir()
+    vv = np.power(10.0, single.data / 10).astype(np.float32)
+    with rasterio.open(images / "dp_20240501.tif", "w", driver="GTiff", width=64, height=64, count=2,
+                       dtype="float32", crs=single.crs, transform=single.transform) as ds:
+        ds.write(np.stack([vv, vv * 0.2]))
+        ds.descriptions = ("Sigma0_VV", "Sigma0_VH")
+        ds.update_tags(ACQUISITION_DATE="2024-05-01")
+    (tmp_path / "coco.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "dp_20240501.tif", "width": 64, "height": 64}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 8, 8]}],
+        "categories": [{"id": 1, "name": "ship"}]}))
+    build(BuildConfig(images=str(images), annotations=str(tmp_path / "coco.json"), aef=str(aef),
+                      out=str(tmp_path / "ds"), frame=56, grid=4, tasks=("count",), split=(1.0, 0.0, 0.0),
+                      bands="dual", scale="intensity"), progress=False)
+    rec = load_manifest(tmp_path / "ds" / "manifest.jsonl")[0]
+    from PIL import Image
+
+    assert Image.open(rec["image"]).mode == "RGB"
+    assert rec["meta"]["band"].startswith("dual-pol composite") and "VV" in rec["meta"]["band"]
+    assert json.loads((tmp_path / "ds" / "build.json").read_text())["chip"]["bands"] == "dual"
