@@ -79,9 +79,9 @@ def add_parsers(sub, fmt) -> None:
                                                               "empty prior")
     b.add_argument("--bands", help="which bands hold the SAR measurement: i,q (an SLC stored as I and Q real "
                                    "bands: amplitude |I+iQ|), N, or N,M (I and Q), or dual (a dual-pol colour "
-                                   "composite: co-pol, cross-pol and their ratio as three channels); default: read from the band "
-                                   "descriptions (i_*/q_*, VV/VH/...); a multi-band file they do not explain is "
-                                   "quarantined")
+                                   "composite: co-pol, cross-pol and their ratio as three channels); default: "
+                                   "read from the band descriptions (i_*/q_*, VV/VH/...); a multi-band file "
+                                   "they do not explain is quarantined")
     b.add_argument("--pol", choices=("VV", "VH", "HH", "HV"), help="polarisation of a dual-/quad-pol file, by "
                                                                    "band description (default: the co-pol)")
     b.add_argument("--stretch", help="fixed dB range VMIN,VMAX for 8-bit scaling (default: per-image 2-98%%)")
