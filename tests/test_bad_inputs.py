@@ -190,7 +190,7 @@ def test_non_finite_or_torn_weights_are_refused_naming_the_file(run, tmp_path, c
 
     import torch
 
-    from fusar_gpt.model.checkpoint import export_official
+    from fusar_gpt.model.official import export_official
     from fusar_gpt.model.tlm import TLM
 
     tlm = TLM(24, sigma=2.0)

@@ -11,16 +11,14 @@ import torch
 
 from fusar_gpt.inputs import build_inputs
 from fusar_gpt.model.checkpoint import (
-    OFFICIAL_FORMAT,
     CheckpointError,
-    export_official,
-    import_official,
     load_adapter,
     load_tlm,
     save_adapter,
     save_tlm,
 )
 from fusar_gpt.model.fusar import FusarGPT, Priors
+from fusar_gpt.model.official import OFFICIAL_FORMAT, export_official, import_official
 from fusar_gpt.model.policy import add_lora
 from fusar_gpt.model.tlm import TLM
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from fusar_gpt.__main__ import COMMANDS, main
-from fusar_gpt.model.checkpoint import export_official, load_tlm
+from fusar_gpt.model.checkpoint import load_tlm
+from fusar_gpt.model.official import export_official
 from fusar_gpt.model.tlm import TLM
 
 
@@ -243,7 +244,7 @@ def test_synth_and_build_commands(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["build", "--images", "x"], "--annotations, --aef, --out required"),
+    (["build", "--images", "x"], "--annotations, --out required"),
     (["build", "--merge", "nowhere"], "no plan.json"),
     (["build", "--images", "x", "--annotations", "a", "--aef", "r", "--out", "o", "--shard", "3"], "i/n"),
     (["build", "--images", "x", "--annotations", "a", "--aef", "r", "--out", "o", "--tasks", "dance"], "unknown task"),

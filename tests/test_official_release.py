@@ -28,9 +28,10 @@ from fusar_gpt.evaluate import predict
 from fusar_gpt.geo.anchors import Anchors
 from fusar_gpt.infer import answer
 from fusar_gpt.model.backbone import load_backbone
-from fusar_gpt.model.checkpoint import CheckpointError, export_official, import_official, load_tlm
+from fusar_gpt.model.checkpoint import CheckpointError, load_tlm
 from fusar_gpt.model.export import export_run
 from fusar_gpt.model.fusar import FusarGPT
+from fusar_gpt.model.official import export_official, import_official
 from fusar_gpt.model.policy import lora_target_regex
 from fusar_gpt.model.routing import RoutingError, route
 from fusar_gpt.model.tlm import TLM

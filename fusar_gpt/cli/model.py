@@ -164,7 +164,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_import_official(args) -> int:
-    from ..model.checkpoint import RUN_CONFIG, import_official, load_tlm, task_adapter_dirs
+    from ..model.checkpoint import RUN_CONFIG, load_tlm, task_adapter_dirs
+    from ..model.official import import_official
 
     run = import_official(args.src, args.out, sigma=args.sigma, missing=args.missing, frame=args.frame,
                           base=args.base)
