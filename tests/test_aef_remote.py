@@ -224,6 +224,8 @@ def test_pull_dry_run_lists_tiles_windows_and_bytes_and_fetches_nothing(server, 
     res = pull(server.root_url, tmp_path / "local", fps, index=server.index, dry_run=True, progress=False)
     assert res["dry_run"] and not (tmp_path / "local").exists()
     assert problems == [] and res["years"] == [2023, 2024]  # 2015 -> 2023, the remote's first year
+    assert [(Path(p["image"]).name, p["reason"]) for p in res["problems"]] == [
+        ("S1A_IW_20240101T060000_far.tif", "no AEF tile of 2024 reaches its footprint")]
     tiles = {t["tile"].rsplit("/", 1)[-1]: t for t in res["tiles"]}
     # 2024 and 2023 of tile 0 (images a and b), both 31N tiles in 2023 for the seam image; nothing for "far"
     assert sorted(tiles) == ["x0-2023.tiff", "x0-2024.tiff", "x1-2023.tiff"]

@@ -66,3 +66,14 @@ def test_turns_benchmark_dry_run_trains_the_same_answers_both_ways():
     assert r["dry_run"] and r["preset"] == "tiny" and r["turns"] == 3
     assert r["one_per_sequence"]["answers_per_s"] > 0 and r["conversations"]["answers_per_s"] > 0
     assert r["ratio"] > 0
+
+
+def test_aef_pull_benchmark_dry_run_gets_identical_anchors_three_ways_over_http():
+    """The script's whole path (loopback bucket, pull of windows and of whole tiles, per-chip reads over HTTP) on a
+    tiny world; its byte and time figures are not asserted beyond being measured (they are not tests)."""
+    r = _load("aef_pull").run(dry_run=True)
+    assert r["dry_run"] and r["identical"] is True and r["valid_node_share"] > 0.5
+    for way in ("window", "whole", "per_chip"):
+        assert r[way]["bytes"] > 0 and r[way]["requests"] > 0 and r[way]["seconds"] > 0
+    assert r["window"]["files"] > 0 and r["whole"]["files"] == 4 and r["window"]["retries"] == 0
+    assert r["bytes_ratio_per_chip_vs_window"] > 0 and r["time_ratio_whole_vs_window"] > 0

@@ -103,9 +103,12 @@ def plan_pull(store: AEFStore, local, footprints: list[Footprint], *, years=None
         if asked == [None]:
             problems.append({"image": fp.source, "reason": "no acquisition year (pass --years)"})
             continue
-        for y in {store.resolve_year(a) for a in asked}:
+        for y in sorted({store.resolve_year(a) for a in asked}):
             used_years.add(y)
-            for k in store.index.candidates(y, *fp.bbox):
+            hits = store.index.candidates(y, *fp.bbox)
+            if not len(hits):
+                problems.append({"image": fp.source, "reason": f"no AEF tile of {y} reaches its footprint"})
+            for k in hits:
                 wanted.setdefault(int(k), []).append((y, fp))
     plans = []
     for k in sorted(wanted, key=lambda i: str(store.index.paths[i])):
