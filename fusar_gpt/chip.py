@@ -25,6 +25,7 @@ import numpy as np
 
 from .geo import GeoError, check_bbox
 from .geo.anchors import Anchors
+from .geo.bands import check_bands, check_pol
 from .geo.dualpol import DUAL, DualPol, dual_to_uint8, read_dual
 from .geo.frame import MODEL_PATCH, FrameMap, to_model_frame
 from .geo.plain import PLAIN_SUFFIXES, InputTooLarge, read_plain, to_gray
@@ -72,6 +73,9 @@ class ChipSpec:
                                      ("scale", self.scale, (None, *SCALES))):
             if value not in allowed:
                 raise ValueError(f"chip {name} must be one of {', '.join(allowed)}, got {value!r}")
+        # the syntax of bands / pol, checked once here rather than per file (where a typo quarantines every image)
+        object.__setattr__(self, "bands", check_bands(self.bands, "chip bands"))
+        object.__setattr__(self, "pol", check_pol(self.pol, "chip pol"))
         if self.stretch is not None:
             lo, hi = (float(v) for v in self.stretch)
             if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):

@@ -65,6 +65,21 @@ def test_dual_pol_picks_the_asked_polarisation_by_description(tmp_path):
     assert read_sar(path, bands="1").data[5, 5] == pytest.approx(0.01)  # a band number wins
 
 
+def test_pol_never_falls_back_to_band_order(slc, tmp_path):
+    """Two undescribed bands may be VV,VH or VH,VV (SNAP and Earth Engine order them differently) or I and Q:
+    --pol cannot pick one, so the file is refused with the --bands advice; a one-band file whose description
+    names another polarisation is refused too, instead of being read as the asked one."""
+    bare = _tif(tmp_path / "bare.tif", [np.abs(slc), np.abs(slc) * 0.2])
+    with pytest.raises(GeoError, match=r"--pol VH finds a band by its description.*--bands N") as err:
+        read_sar(bare, pol="VH")
+    assert "\n" not in str(err.value)
+    assert read_sar(bare, bands="2").band == "band 2"
+    vv = _tif(tmp_path / "vv.tif", [np.abs(slc)], ["Sigma0_VV"])
+    with pytest.raises(GeoError, match="no VH band; the file holds VV"):
+        read_sar(vv, pol="VH")
+    assert read_sar(vv, pol="VV").band == "band 1, VV" and read_sar(vv).band == "band 1, VV"
+
+
 def test_choose_bands_rules():
     assert choose_bands([None], 1).index == 1
     c = choose_bands(["i_VH", "q_VH", "i_VV", "q_VV"], 4)

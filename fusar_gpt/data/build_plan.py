@@ -17,6 +17,7 @@ from pathlib import Path
 from rasterio.errors import RasterioIOError
 
 from ..chip import ChipSpec
+from ..geo.bands import check_bands, check_pol
 from ..geo.plain import PLAIN_SUFFIXES
 from ..geo.raster import open_raster
 from .annotations import ImageAnnotations, Problem, read_annotations
@@ -67,6 +68,7 @@ class BuildConfig:
             raise ValueError(f"split_by must be 'site' or 'scene', got {self.split_by!r}")
         if self.shard is not None and not (0 <= self.shard[0] < self.shard[1]):
             raise ValueError(f"--shard must be i/n with 0 <= i < n, got {self.shard}")
+        self.bands, self.pol = check_bands(self.bands), check_pol(self.pol)  # one line naming the flag, at once
         self.chip_spec()  # a bad grid or stretch fails here, before any image is read
 
     def chip_spec(self) -> ChipSpec:

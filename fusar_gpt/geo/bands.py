@@ -4,6 +4,8 @@ Real exports are multi-band: SNAP writes an SLC as ``i_IW1_VV`` / ``q_IW1_VV`` r
 "the amplitude" turns half the scene into negative values and NaNs), and dual-pol GRD holds ``VV`` and ``VH``.
 The layout is read from the band descriptions; where they do not tell, the caller says it (``bands="i,q"`` or a
 band number) and a file that stays undecidable is refused with that advice, never read as band 1 by default.
+``pol`` never falls back to band order: no convention fixes it (SNAP writes VH before VV, Earth Engine VV before
+VH, and two undescribed float bands may as well be I and Q), so a file without descriptions needs ``--bands N``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,33 @@ class BandChoice:
     def describe(self) -> str:
         what = f"bands {self.index} (I) + {self.q_index} (Q)" if self.kind == "iq" else f"band {self.index}"
         return what + (f", {self.pol}" if self.pol else "")
+
+
+def check_bands(bands: str | None, flag: str = "--bands") -> str | None:
+    """The ``bands`` value in its one spelling (``i,q``, ``dual``, ``N`` or ``N,M``), or None; anything else is a
+    one-line ``ValueError`` naming ``flag``. Why here and not only when a file is read: a typo would otherwise
+    surface once per image, as a quarantine of every image of a build that then exits 0."""
+    if bands is None:
+        return None
+    parts = [b.strip().lower() for b in str(bands).split(",")]
+    if parts == ["i", "q"]:
+        return "i,q"
+    if parts == ["dual"]:
+        return "dual"
+    if 1 <= len(parts) <= 2 and all(b.isdigit() and int(b) >= 1 for b in parts) and len(set(map(int, parts))) \
+            == len(parts):
+        return ",".join(str(int(b)) for b in parts)
+    raise ValueError(f"{flag} must be i,q, dual, a band number N or two distinct band numbers N,M (I and Q), "
+                     f"got {bands!r}")
+
+
+def check_pol(pol: str | None, flag: str = "--pol") -> str | None:
+    """The polarisation in capitals (VV, VH, HH or HV), or None; anything else is a one-line ``ValueError``."""
+    if pol is None:
+        return None
+    if not isinstance(pol, str) or pol.strip().upper() not in POLS:
+        raise ValueError(f"{flag} must be one of {', '.join(POLS)}, got {pol!r}")
+    return pol.strip().upper()
 
 
 def pol_of(description: str | None) -> str | None:
@@ -83,13 +112,19 @@ def choose_bands(descriptions, count: int, *, bands: str | None = None, pol: str
             raise GeoError(f"{what}: --bands {bands!r} does not fit the file's {count} band(s)")
         return BandChoice("single", idx[0]) if len(idx) == 1 else BandChoice("iq", idx[0], idx[1])
     if count == 1:
-        return BandChoice("single", 1, pol=pol_of(desc[0]))
+        own = pol_of(desc[0])
+        if pol is not None and own is not None and own != pol:
+            raise GeoError(f"{what}: no {pol} band; the file holds {own} (--pol)")
+        return BandChoice("single", 1, pol=own)
     if pairs:
         return _iq_by_pol(pairs, pol, what)
     pols = [pol_of(d) for d in desc]
     if any(pols):
         chosen = _pick_pol(list(dict.fromkeys(p for p in pols if p)), pol, what)
         return BandChoice("single", pols.index(chosen) + 1, pol=chosen)
+    if pol is not None:  # no standard orders undescribed bands (VV,VH and VH,VV exports are both common)
+        raise GeoError(f"{what}: --pol {pol} finds a band by its description, and these {count} bands have none; "
+                       f"give its band number (--bands N)")
     raise GeoError(f"{what}: {count} bands and no band descriptions saying which holds what; say it with "
                    f"--bands (i,q for an SLC stored as I and Q bands, or the band number) and --pol")
 
