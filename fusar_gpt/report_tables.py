@@ -18,6 +18,7 @@ from .data.tasks import REPORT_ORDER
 
 LOWER_IS_BETTER = frozenset({"mae"})
 NOT_FRACTION = frozenset({"n", "mae", "cider"})  # everything else is a fraction in [0, 1]
+COUNTS = frozenset({"n", "missing"})  # numbers of records: integers, never "1.000"
 MISSING = "—"
 NONE_LABEL = "(none)"
 
@@ -97,11 +98,14 @@ def _num(x: float, signed: bool) -> str:
 
 
 def format_value(metric: str, value, interval=None, *, signed: bool = False) -> str:
-    """``0.812 [0.771, 0.850]`` (``+0.052 [+0.010, +0.094]`` when signed); ``n`` as an integer; None -> ``—``."""
+    """``0.812 [0.771, 0.850]`` (``+0.052 [+0.010, +0.094]`` when signed); counts (``n``, ``missing``) as
+    integers; None -> ``—``."""
     if value is None:
         return MISSING
-    if metric_kind(metric) == "n":
-        return str(int(value))
+    if metric_kind(metric) in COUNTS:
+        if not math.isfinite(float(value)):
+            return "n/a"
+        return f"{int(value):+d}" if signed else str(int(value))
     text = _num(float(value), signed)
     ci = _interval(interval)
     return text + (f" [{_num(ci[0], signed)}, {_num(ci[1], signed)}]" if ci else "")

@@ -157,6 +157,8 @@ def test_example_panels_pick_truth_first_and_skip_missing_images(tmp_path):
 def test_format_value_and_verdict():
     assert format_value("acc", 0.8125, [0.77, 0.85]) == "0.812 [0.770, 0.850]"
     assert format_value("n", 40.0) == "40"
+    assert format_value("missing", 1) == "1" and format_value("count/missing", 0.0) == "0"  # a count, not "1.000"
+    assert format_value("missing", 2, signed=True) == "+2" and format_value("missing", float("nan")) == "n/a"
     assert format_value("cider", 1.234, None) == "1.234"
     assert format_value("acc", 0.05, [-0.01, 0.1], signed=True) == "+0.050 [-0.010, +0.100]"
     assert format_value("acc", -1e-17, [-0.0, 0.0002], signed=True) == "+0.000 [+0.000, +0.000]"
