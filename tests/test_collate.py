@@ -290,6 +290,13 @@ def test_jsonl_lines_end_at_newline_only_and_a_bom_is_skipped(tmp_path):
     assert len(records) == 2 and records[0]["question"] == "Ship\u2028near\u0085the quay?"
 
 
+def test_a_json_list_manifest_with_a_bom_loads(tmp_path):
+    """The authors' .json list format saved by a Windows editor: the BOM is skipped, not a JSON error."""
+    path = tmp_path / "official.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps([GOOD, dict(GOOD, id="two")], ensure_ascii=False).encode())
+    assert [r["id"] for r in load_manifest(path)] == [GOOD["id"], "two"]
+
+
 def test_deeply_nested_json_is_a_one_line_error(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
