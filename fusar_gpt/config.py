@@ -291,6 +291,8 @@ def _read(path: Path, seen: tuple = ()) -> dict:
         raise RecipeError(f"recipe {path} cannot be read ({' '.join(str(err).split())})") from None
     except yaml.YAMLError as err:
         raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:  # `[[[[...` 100,000 deep exhausts the YAML composer's stack
+        raise RecipeError(f"recipe {path} is not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path}: expected a mapping at the top level")
     parent = data.pop("inherit", None)

@@ -106,6 +106,31 @@ def test_broken_run_directories_are_one_line_naming_the_file(run, tmp_path, caps
     one_line_exit_2(["ask", bare, scene, ASK, "--no-aef", "--json"], capsys, "chip.json", "fusar-gpt chip-spec")
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # nesting that exhausts a recursive parser's stack (RecursionError)
+
+
+@pytest.mark.parametrize("name, text", [("config.yaml", "model: " + DEEP), ("chip.json", DEEP),
+                                        ("adapter/adapter_config.json", DEEP), ("export.json", DEEP)])
+def test_deeply_nested_model_files_are_one_line_naming_the_file(run, tmp_path, capsys, name, text):
+    import shutil
+
+    model, _, _ = run
+    broken = tmp_path / "run"
+    shutil.copytree(model, broken)
+    (broken / name).write_text(text)
+    scene = utm_scene(tmp_path / "utm_20240501.tif")
+    one_line_exit_2(["ask", broken, scene, ASK, "--no-aef", "--json"], capsys, name.split("/")[-1], "nested")
+
+
+def test_a_deeply_nested_detect_answer_is_one_line(tmp_path, capsys):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "image": "a.png", "coordinate_size": 224, "task": "detect",
+                                    "question": "Detect the ships.", "answer": DEEP}) + "\n")
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "a", "answer": "None"}) + "\n")
+    one_line_exit_2(["score", "--predictions", preds, "--manifest", manifest], capsys, "detect answer")
+
+
 def _coco(path, images, anns):
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "ship"}]}))
     return path
@@ -168,7 +193,7 @@ def test_build_and_score_refuse_malformed_files_in_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("text, key", [
     ("train: {max_grad_norm: -1}", "max_grad_norm"), ("train: {lr: .inf}", "lr"), ("lora: {alpha: -32}", "alpha"),
     ("tlm: {sigma: .inf}", "sigma"), ("lora: {r: 100000000}", "lora.r"), ("inherit: [a, b]", "inherit"),
-    ("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]", "alias"),
+    ("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]", "alias"), ("x: " + "[" * 100_000 + "]" * 100_000, "r.yaml"),
 ])
 def test_absurd_recipes_are_one_line_naming_the_key(text, key, tmp_path, capsys):
     recipe = tmp_path / "r.yaml"

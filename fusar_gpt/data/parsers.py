@@ -165,7 +165,7 @@ def truth_boxes(answer) -> list[dict]:
         raise err
     try:
         data = json.loads(answer)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: 100,000 nested lists, never a traceback
         raise err from None
     if not isinstance(data, list) or not data:
         raise err

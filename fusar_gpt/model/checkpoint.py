@@ -139,6 +139,8 @@ def _peft_load(path: Path, load):
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise CheckpointError(f"{config}: not a readable adapter configuration ({' '.join(str(err).split())})"
                               ) from None
+    except RecursionError:  # 100,000 nested lists: the JSON decoder's stack, one line rather than a traceback
+        raise CheckpointError(f"{config}: not a readable adapter configuration (nested too deeply)") from None
     try:
         return load()
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:

@@ -37,7 +37,10 @@ def check_model_dir(path) -> ChipSpec:
     if not is_export(path) and not (path / RUN_CONFIG).exists():
         raise FileNotFoundError(f"{path} is neither a run directory ({RUN_CONFIG}) nor an exported model "
                                 f"({EXPORT_FILE})")
-    return read_spec(path)
+    try:
+        return read_spec(path)
+    except RecursionError:  # chip.json of 100,000 nested lists: the JSON decoder's stack, one line, not a traceback
+        raise ValueError(f"{path / 'chip.json'}: not a readable chip spec (nested too deeply)") from None
 
 
 def load_model(path, device: str = "cpu") -> tuple[FusarGPT, ChipSpec]:
@@ -58,6 +61,8 @@ def _load_run(run: Path) -> FusarGPT:
     except (OSError, yaml.YAMLError, TypeError, KeyError) as err:
         raise ValueError(f"{run / RUN_CONFIG}: not a readable run configuration ({' '.join(str(err).split())})"
                          ) from None
+    except RecursionError:  # YAML of 100,000 nested lists exhausts the parser's stack
+        raise ValueError(f"{run / RUN_CONFIG}: not a readable run configuration (nested too deeply)") from None
     weights = run / "model" if (run / "model" / "config.json").exists() else model_cfg.get("base")
     if not weights:
         raise ValueError(f"{run / RUN_CONFIG}: names no base weights (model.base)")
@@ -72,7 +77,15 @@ def _load_run(run: Path) -> FusarGPT:
 
 
 def _load_export(path: Path) -> FusarGPT:
-    info = json.loads((path / EXPORT_FILE).read_text())
+    try:
+        info = json.loads((path / EXPORT_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path / EXPORT_FILE}: not a readable export summary ({' '.join(str(err).split())})"
+                         ) from None
+    except RecursionError:
+        raise ValueError(f"{path / EXPORT_FILE}: not a readable export summary (nested too deeply)") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path / EXPORT_FILE}: not a readable export summary (expected a JSON object)")
     if info.get("format") != EXPORT_FORMAT:
         raise ValueError(f"{path / EXPORT_FILE}: unknown export format {info.get('format')!r} "
                          f"(expected {EXPORT_FORMAT!r})")
