@@ -19,6 +19,9 @@ from .geo.plain import NOT_8BIT
 from .report_tables import is_number
 
 TRUE_RGB, PRED_RGB = (0, 255, 0), (255, 0, 0)
+# A drawn example is a model-ready image (a frame of 224-504 px): anything above one 10000 x 10000 chip is not one,
+# and decoding it (a 30 KB PNG can declare 225 million pixels) would cost gigabytes for a thumbnail.
+EXAMPLE_MAX_PIXELS = 10000 * 10000
 
 
 def confusion(records: Sequence[Mapping], predictions: Mapping[str, str], level: str) -> tuple[list[str], np.ndarray]:
@@ -91,10 +94,12 @@ def example_panels(records: Sequence[Mapping], predictions: Mapping[str, str], n
             break
         pred = parse_boxes(predictions[str(r["id"])])
         try:
-            with Image.open(r["image"]) as im:
+            with Image.open(r["image"]) as im:  # lazy: the header only, so a bomb is refused before decoding
+                if im.width * im.height > EXAMPLE_MAX_PIXELS:
+                    continue
                 arr = draw_boxes(im, truths[id(r)], pred, frame=r.get("coordinate_size"))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            continue  # a missing or unreadable image is skipped, not fatal
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, Image.DecompressionBombError):
+            continue  # a missing, unreadable or bomb image is skipped, not fatal
         chosen.append((r, truths[id(r)], pred, arr))
     return chosen
 

@@ -264,3 +264,18 @@ def test_a_quarantined_no_tile_image_is_tried_again_once_its_tile_exists(tmp_pat
     again = build(BuildConfig(**cfg), progress=False)
     assert again["quarantined"] == 0 and again["images"] == 2
     assert (tmp_path / "ds" / "parts" / "near_20240501.json").stat().st_mtime_ns == near_part  # reused
+
+
+def test_report_examples_skip_a_decompression_bomb(tmp_path):
+    """A 30 KB PNG declaring 225 million pixels among the detect records: skipped, the others still drawn."""
+    from PIL import Image
+
+    from fusar_gpt.report_examples import example_panels
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(good)
+    box = json.dumps([{"bbox_2d": [1, 1, 9, 9], "label": "ship"}])
+    records = [{"id": str(i), "task": "detect", "image": str(p), "answer": box, "coordinate_size": 32}
+               for i, p in enumerate([bomb_png(tmp_path / "bomb.png"), good])]
+    panels = example_panels(records, {"0": box, "1": box}, n=2)
+    assert [r["id"] for r, *_ in panels] == ["1"]
