@@ -15,7 +15,7 @@ from pathlib import Path
 from .chip import ChipSpec, ModelChip, load_chip
 from .data.dataset import load_manifest
 from .evaluate import predict, write_predictions
-from .geo.plain import PLAIN_SUFFIXES
+from .geo.plain import PLAIN_SUFFIXES, InputTooLarge
 from .inputs import to_priors
 from .io_atomic import write_jsonl
 from .model.routing import adapter_of, route
@@ -23,6 +23,22 @@ from .model.routing import adapter_of, route
 RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = PLAIN_SUFFIXES
 DEFAULT_MAX_NEW_TOKENS = 256
+# The cap on one chip (ask, serve). The model sees a frame of 224-504 px, so a chip is at most a few thousand px a
+# side (FUSAR-Ship, SSDD, HRSID: 256-800 px); 10000 x 10000 already shrinks 20x into the frame, where a ship is
+# a pixel. Above it an image is a scene, for ``detect-scene`` (tiles at full resolution). The readers' own cap
+# (2**29, a 2 GiB float array) is sized for whole scenes: through ``ask`` a 50 KB 20000 x 20000 GeoTIFF took 46 s
+# and 4.3 GB to give a meaningless answer (measured).
+CHIP_MAX_PIXELS = 10000 * 10000
+
+
+def load_one(image, spec: ChipSpec, *, max_pixels: int = CHIP_MAX_PIXELS, **geo) -> ModelChip:
+    """:func:`fusar_gpt.chip.load_chip` under the one-chip cap (checked on the header, before any pixel is read);
+    an image above it is refused in one line that points to ``detect-scene``."""
+    try:
+        return load_chip(image, spec, max_pixels=max_pixels, **geo)
+    except InputTooLarge as err:
+        raise InputTooLarge(f"{' '.join(str(err).split())} for one chip (the model sees {spec.frame} px a side): "
+                            f"tile a whole scene with `fusar-gpt detect-scene`, or raise --max-pixels") from None
 
 
 def answer(model, items: Sequence[ModelChip], questions: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
@@ -52,12 +68,12 @@ def answer(model, items: Sequence[ModelChip], questions: Sequence[str], *, max_n
 
 
 def ask(model, spec: ChipSpec, image, question: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        task: str | None = None, **geo) -> dict:
+        task: str | None = None, max_pixels: int = CHIP_MAX_PIXELS, **geo) -> dict:
     """One answer about one image (``geo`` as for :func:`fusar_gpt.chip.load_chip`), with where and when. ``task``
     picks the adapter of a model with one per task (default: the question's)."""
     if not isinstance(question, str) or not question.strip():
         raise ValueError("the question is empty")
-    item = load_chip(image, spec, **geo)
+    item = load_one(image, spec, max_pixels=max_pixels, **geo)
     text = answer(model, [item], [question], max_new_tokens=max_new_tokens, tasks=[task])[0]
     return {"question": question, "answer": text, **item.info}
 
@@ -74,7 +90,7 @@ def list_images(folder) -> list[Path]:
 
 def ask_folder(model, spec: ChipSpec, folder, question: str, out, *, store=None, year: int | None = None,
                no_aef: bool = False, batch_size: int = 8, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-               progress: bool = False, task: str | None = None) -> dict:
+               progress: bool = False, task: str | None = None, max_pixels: int = CHIP_MAX_PIXELS) -> dict:
     """One question about every GeoTIFF/PNG/JPEG under ``folder``, in batches, to a JSONL file at ``out``.
 
     A PNG/JPEG takes its anchors from a ``.npz`` of the same name beside it. An image that cannot be used
@@ -105,8 +121,8 @@ def ask_folder(model, spec: ChipSpec, folder, question: str, out, *, store=None,
         side = path.with_suffix(".npz")
         try:
             anchors = side if (path.suffix.lower() in IMAGE_SUFFIXES and side.exists() and not no_aef) else None
-            ready.append((len(rows) - 1, load_chip(path, spec, store=store, year=year, no_aef=no_aef,
-                                                 anchors=anchors)))
+            ready.append((len(rows) - 1, load_one(path, spec, store=store, year=year, no_aef=no_aef,
+                                                anchors=anchors, max_pixels=max_pixels)))
         except ValueError as err:
             rows[-1]["error"] = " ".join(str(err).split())
         if len(ready) == batch_size:

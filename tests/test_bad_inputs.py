@@ -77,13 +77,33 @@ def test_ask_refuses_each_bad_image_in_one_line(run, tmp_path, capsys):
     one_line_exit_2(["ask", model, scene, "x" * 16_001, "--aef", aef], capsys, "16000")
 
 
-def test_detect_scene_refuses_a_scene_of_too_many_tiles_from_its_header(run, tmp_path, capsys):
-    model, aef, _ = run
-    huge = tmp_path / "huge.tif"
-    with rasterio.open(huge, "w", driver="GTiff", width=100_000, height=100_000, count=1, dtype="uint8",
+def sparse_tif(path, side: int, dtype: str = "uint8", count: int = 1):
+    """A georeferenced GeoTIFF declaring side x side pixels in a few KB (sparse: only one block written)."""
+    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=count, dtype=dtype,
                        crs="EPSG:32631", transform=Affine(10, 0, 500_000, 0, -10, 4_800_000), tiled=True,
                        sparse_ok=True) as ds:
-        ds.write(np.ones((1, 16, 16), np.uint8), window=((0, 16), (0, 16)))
+        ds.write(np.ones((count, 16, 16), dtype), window=((0, 16), (0, 16)))
+    return path
+
+
+def test_ask_refuses_a_scene_sized_image_from_its_header(run, tmp_path, capsys):
+    """A 20000 x 20000 GeoTIFF is a scene, not a chip: refused in one line pointing to detect-scene, before any pixel
+    is read (it took 46 s and 4.3 GB under the readers' 2**29 cap); --max-pixels raises the cap."""
+    import time
+
+    model, _, _ = run
+    big = sparse_tif(tmp_path / "big_20240501.tif", 20_000)
+    assert big.stat().st_size < 200_000  # the block offset table; 400 MB once read
+    started = time.monotonic()
+    one_line_exit_2(["ask", model, big, ASK, "--no-aef"], capsys, "big_20240501.tif", "20000x20000", "detect-scene")
+    assert time.monotonic() - started < 5
+    one_line_exit_2(["ask", model, sparse_tif(tmp_path / "small.tif", 64), ASK, "--no-aef", "--max-pixels", "1000"],
+                    capsys, "64x64", "1000")
+
+
+def test_detect_scene_refuses_a_scene_of_too_many_tiles_from_its_header(run, tmp_path, capsys):
+    model, aef, _ = run
+    huge = sparse_tif(tmp_path / "huge.tif", 100_000)
     one_line_exit_2(["detect-scene", model, huge, "--no-aef", "--out", tmp_path / "d.geojson"], capsys,
                     "huge.tif", "tiles", "--max-tiles")
 
@@ -148,8 +168,9 @@ def test_build_quarantines_each_bad_image_and_keeps_the_valid_ones(tmp_path, cap
     write_scene(images / "pacific_20240501.tif", np.random.default_rng(2).random((64, 64), np.float32),
                 transform=Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 1e8))
     vrt_tif(images / "vrt_20240501.tif", good)
+    sparse_tif(images / "huge_20240501.tif", 30_000)  # 9e8 pixels in 250 KB: above the readers' cap
     names = ["good_20240501.tif", "zero_20240501.tif", "nan_20240501.tif", "tiny_20240501.tif",
-             "pacific_20240501.tif", "vrt_20240501.tif", "typed_20240501.tif"]
+             "pacific_20240501.tif", "vrt_20240501.tif", "typed_20240501.tif", "huge_20240501.tif"]
     utm_scene(images / "typed_20240501.tif", size=64, seed=3)
     coco = _coco(tmp_path / "coco.json",
                  [{"id": i + 1, "file_name": n, "width": 64, "height": 64} for i, n in enumerate(names)],
@@ -166,7 +187,7 @@ def test_build_quarantines_each_bad_image_and_keeps_the_valid_ones(tmp_path, cap
     assert built == {"good_20240501.tif"}
     expect = {"zero_20240501.tif": "constant", "nan_20240501.tif": "no valid pixel", "tiny_20240501.tif": "1 x 1",
               "pacific_20240501.tif": "area of use", "vrt_20240501.tif": "not a readable raster",
-              "typed_20240501.tif": "image_id"}
+              "typed_20240501.tif": "image_id", "huge_20240501.tif": "above the cap"}
     for name, needle in expect.items():
         reasons = [r for img, r in quarantine.items() if name in img or (needle == "image_id" and "image_id" in r)]
         assert reasons and any(needle in r for r in reasons), (name, quarantine)

@@ -70,6 +70,9 @@ def add_parsers(sub, fmt) -> None:
     a.add_argument("--task", help="the question's task (count, locate, classify, detect, caption, landcover): picks "
                                   "the adapter of a run with one per task (an imported release; default: the task "
                                   "the question's wording names, or a manifest record's own)")
+    a.add_argument("--max-pixels", type=int, default=10000 * 10000,
+                   help="refuse an image (or a folder's) above this many pixels, read from its header (default 1e8: "
+                        "a chip is a few thousand px a side; a whole scene is for detect-scene)")
     a.add_argument("--json", action="store_true", help="print the result as JSON")
 
     d = sub.add_parser("detect-scene", help="detect targets over a whole SAR scene -> GeoJSON (EPSG:4326)",
@@ -157,7 +160,6 @@ def _quiet_loading(args) -> None:
 
 def cmd_ask(args) -> int:
     from .. import infer
-    from ..chip import load_chip
     from ..data.tasks import check_task
     from ..geo import check_bbox
     from ..model.loader import check_model_dir, load_model
@@ -165,8 +167,8 @@ def cmd_ask(args) -> int:
     _check_geo(args)
     spec = check_model_dir(args.run)
     src = Path(args.image)
-    if args.max_new_tokens < 1 or args.batch_size < 1:
-        raise ValueError("--max-new-tokens and --batch-size must be positive")
+    if args.max_new_tokens < 1 or args.batch_size < 1 or args.max_pixels < 1:
+        raise ValueError("--max-new-tokens, --batch-size and --max-pixels must be positive")
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such image, folder or manifest")
     bbox = check_bbox(args.bbox.split(","), "--bbox") if args.bbox else None
@@ -193,8 +195,8 @@ def cmd_ask(args) -> int:
     if src.is_dir():
         infer.list_images(src)  # an empty folder fails before the model loads
     store = _store(args)
-    item = None if many else load_chip(src, spec, store=store, bbox=bbox, year=args.year, anchors=args.anchors,
-                                       no_aef=args.no_aef)  # bad input fails before any weight loads
+    item = None if many else infer.load_one(src, spec, store=store, bbox=bbox, year=args.year, anchors=args.anchors,
+                                            no_aef=args.no_aef, max_pixels=args.max_pixels)  # before any weight loads
     _quiet_loading(args)
     model, spec = load_model(args.run, _device(args.device))
     if manifest:
@@ -203,7 +205,8 @@ def cmd_ask(args) -> int:
     elif src.is_dir():
         result = infer.ask_folder(model, spec, src, args.question, args.out, store=store, year=args.year,
                                   no_aef=args.no_aef, batch_size=args.batch_size,
-                                  max_new_tokens=args.max_new_tokens, progress=not args.json, task=args.task)
+                                  max_new_tokens=args.max_new_tokens, progress=not args.json, task=args.task,
+                                  max_pixels=args.max_pixels)
     else:
         text = infer.answer(model, [item], [args.question], max_new_tokens=args.max_new_tokens, tasks=[args.task])[0]
         print(json.dumps({"question": args.question, "answer": text, **item.info}) if args.json else text)
