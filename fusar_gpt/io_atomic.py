@@ -3,7 +3,8 @@
 Every output a later step trusts (parts, manifests, anchors, indexes, metrics, predictions, runs, exports) is
 written through these helpers, and a failed write leaves no temporary file behind. The standard library has
 the pieces (``tempfile``, ``os.replace``) but not the combination with clean-up on every error path, which is
-what the project's eleven hand-written copies kept getting wrong.
+what the project's eleven hand-written copies kept getting wrong. A directory that already exists and
+must be replaced whole (a re-made base model) has :func:`replace_dir`.
 """
 
 from __future__ import annotations
@@ -67,3 +68,29 @@ def atomic_dir(out) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def replace_dir(out) -> Iterator[Path]:
+    """Like :func:`atomic_dir`, but ``out`` may already hold a previous version (a base model being re-made): it
+    stays whole until the new folder is complete, is then moved aside, the new one renamed in, and the old one
+    deleted. On any error the new folder is deleted and ``out`` is as it was."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    aside = None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # a folder as mkdir makes it (mkdtemp's is private to its owner)
+        if out.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            out.rename(aside / out.name)
+        tmp.rename(out)
+    except BaseException:
+        if aside is not None and (aside / out.name).exists() and not out.exists():
+            (aside / out.name).rename(out)  # the swap failed half-way: put the old version back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)

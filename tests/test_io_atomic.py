@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fusar_gpt.geo.anchors import Anchors
-from fusar_gpt.io_atomic import atomic_dir, atomic_path, write_json, write_jsonl, write_text
+from fusar_gpt.io_atomic import atomic_dir, atomic_path, replace_dir, write_json, write_jsonl, write_text
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path):
@@ -47,3 +47,21 @@ def test_a_failed_directory_is_removed_and_an_empty_target_replaced(tmp_path):
     with atomic_dir(out) as tmp:
         (tmp / "weights").write_text("whole")
     assert (out / "weights").read_text() == "whole" and [p.name for p in tmp_path.iterdir()] == ["export"]
+
+
+def test_replace_dir_keeps_the_old_folder_whole_until_the_new_one_is(tmp_path):
+    base = tmp_path / "demo-base"
+    with replace_dir(base) as tmp:  # no previous version
+        (tmp / "weights").write_text("v1")
+    assert (base / "weights").read_text() == "v1" and [p.name for p in tmp_path.iterdir()] == ["demo-base"]
+    assert base.stat().st_mode & 0o777 == 0o755
+    with pytest.raises(RuntimeError), replace_dir(base) as tmp:
+        (tmp / "weights").write_text("half")
+        assert (base / "weights").read_text() == "v1"  # still the old one while the new one is written
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in base.iterdir()) == ["weights"] and (base / "weights").read_text() == "v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["demo-base"]
+    with replace_dir(base) as tmp:
+        (tmp / "model").write_text("v2")
+    assert sorted(p.name for p in base.iterdir()) == ["model"] and (base / "model").read_text() == "v2"
+    assert [p.name for p in tmp_path.iterdir()] == ["demo-base"]  # the old version and the temporaries are gone
