@@ -446,3 +446,60 @@ def test_a_rerun_with_changed_settings_gives_what_a_fresh_build_gives(world, tmp
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
     build(_cfg(world, out, **steps[-1]), progress=False)
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.json")}
+    # an image dropped from --images: its part, chip and anchors go too (they used to stay behind)
+    kept = sorted(str(p) for p in (world / "images").glob("*.tif"))[1:]
+    dropped = Path(sorted((world / "images").glob("*.tif"))[0]).stem
+    for folder in (out, tmp_path / "fresh-drop"):
+        build(BuildConfig(**{**vars(_cfg(world, folder, **steps[-1])), "images": kept, "subtypes": None}),
+              progress=False)
+    assert not list(out.rglob(f"{dropped}.*"))
+    assert _tree(out) == _tree(tmp_path / "fresh-drop")
+
+
+def _tree(ds: Path) -> dict[str, bytes | None]:
+    """Every file of a dataset folder; the bytes of those that do not name the folder itself."""
+    return {p.relative_to(ds).as_posix(): None if p.name in ("plan.json", "build.json") else p.read_bytes()
+            for p in sorted(ds.rglob("*")) if p.is_file()}
+
+
+def test_replacing_the_aef_index_in_place_remakes_the_parts(world, tmp_path):
+    """The index file is fingerprinted by content (size, time), not by its path only: one tile fewer in the same
+    file used to leave the old parts (and their records) in place."""
+    index = tmp_path / "aef_index.csv"
+    header, *rows = (world / "aef" / "aef_index.csv").read_text().splitlines()
+    index.write_text("\n".join([header, *rows]) + "\n")
+    kw = dict(aef_index=str(index), tasks=("count",), split_by="scene")
+    first = build(_cfg(world, tmp_path / "ds", **kw), progress=False)
+    index.write_text("\n".join([header, *rows[1:]]) + "\n")  # in place: the same path, one tile fewer
+    again = build(_cfg(world, tmp_path / "ds", **kw), progress=False)
+    fresh = build(_cfg(world, tmp_path / "fresh", **kw), progress=False)
+    assert again["records"] == fresh["records"] < first["records"]
+    assert _snapshot(tmp_path / "ds") == _snapshot(tmp_path / "fresh")
+
+
+def test_an_environment_error_in_a_worker_is_one_line_exit_2_keeping_finished_parts(world, tmp_path):
+    """A folder where the third image's anchors file goes (an OSError, not a problem of that image's inputs): the
+    build used to print a traceback and exit 1. Now: one line naming the image and the cause, the same for
+    --workers 1 and 2, exit 2 within seconds, and the parts of the images finished before it kept."""
+    from fusar_gpt.data.build import plan
+
+    jobs, _ = plan(_cfg(world, tmp_path / "probe"))
+    stems = [j.stem for j in jobs]
+    lines = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"ds{workers}"
+        (out / "anchors" / f"{stems[2]}.npz").mkdir(parents=True)
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "fusar_gpt", "build", "--images", str(world / "images"),
+                               "--annotations", str(world / "annotations.json"), "--aef", str(world / "aef"),
+                               "--out", str(out), "--frame", "224", "--tasks", "count", "--workers", workers,
+                               "--json"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "FUSAR_GPT_CACHE": str(tmp_path / "cache")})
+        assert time.perf_counter() - t < 10 and proc.returncode == 2, proc.stderr
+        err = proc.stderr.strip().splitlines()
+        assert len(err) == 1 and "Traceback" not in proc.stderr and not proc.stdout
+        lines.append(err[0].replace(f"ds{workers}", "ds"))
+        assert all((out / "parts" / f"{s}.json").is_file() for s in stems[:2])
+        assert not (out / "parts" / f"{stems[2]}.json").exists()
+    assert lines[0] == lines[1]
+    assert f"error: {Path(jobs[2].path).name}: IsADirectoryError: Is a directory:" in lines[0]

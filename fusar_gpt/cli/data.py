@@ -47,9 +47,13 @@ def add_parsers(sub, fmt) -> None:
     b = sub.add_parser("build", help="build SAR-text-AEF triplets: a dataset directory (manifest + images + anchors)",
                        description="Read annotated SAR GeoTIFFs, scale them to 8-bit model frames with their boxes, "
                                    "sample AEF anchors for each image's place and year, and write question/answer "
-                                   "records (DESIGN.md §3). Resumable; bad inputs go to quarantine.jsonl.",
+                                   "records (DESIGN.md §3). PNG/JPEG chips and TIFFs without georeference build "
+                                   "too: with an empty prior, or with real anchors where a --geo table places "
+                                   "them. Resumable; bad inputs go to quarantine.jsonl.",
                        epilog=EXAMPLES["build"], formatter_class=fmt)
-    b.add_argument("--images", help="folder of GeoTIFFs (recursive), a .txt list of paths, or one file")
+    b.add_argument("--images", help="folder (recursive), a .txt list of paths, or one file: SAR GeoTIFFs, "
+                                    "PNG/JPEG chips or TIFFs without georeference (an empty prior, unless a "
+                                    "--geo row places them)")
     b.add_argument("--annotations", help="COCO JSON file, VOC XML folder or YOLO txt folder")
     b.add_argument("--format", default="coco", choices=["coco", "voc", "yolo"], help="annotation format")
     b.add_argument("--aef", metavar="ROOT", help="AEF root (see 'fusar-gpt aef --help'); needed for GeoTIFFs and "
@@ -74,16 +78,18 @@ def add_parsers(sub, fmt) -> None:
                    help="keep whole sites (annotation 'site' field; default) or scenes in one split")
     b.add_argument("--fresh", action="store_true", help="start over in --out (default: reuse the images whose "
                                                         "file, annotation and settings did not change)")
-    b.add_argument("--require-geo", action="store_true", help="quarantine PNG/JPEG chips (no georeference, so "
-                                                              "no anchors) instead of building them with an "
-                                                              "empty prior")
+    b.add_argument("--require-geo", action="store_true", help="quarantine PNG/JPEG chips and TIFFs with no "
+                                                              "place (no georeference, no --geo row, so no "
+                                                              "anchors) instead of building them with an empty "
+                                                              "prior")
     b.add_argument("--bands", help="which bands hold the SAR measurement: i,q (an SLC stored as I and Q real "
                                    "bands: amplitude |I+iQ|), N, or N,M (I and Q), or dual (a dual-pol colour "
                                    "composite: co-pol, cross-pol and their ratio as three channels); default: "
                                    "read from the band descriptions (i_*/q_*, VV/VH/...); a multi-band file "
                                    "they do not explain is quarantined")
-    b.add_argument("--pol", choices=("VV", "VH", "HH", "HV"), help="polarisation of a dual-/quad-pol file, by "
-                                                                   "band description (default: the co-pol)")
+    b.add_argument("--pol", metavar="{VV,VH,HH,HV}", help="polarisation of a dual-/quad-pol file, by band "
+                                                          "description (default: the co-pol); a file without "
+                                                          "band descriptions needs --bands N")
     b.add_argument("--stretch", help="fixed dB range VMIN,VMAX for 8-bit scaling (default: per-image 2-98%%)")
     b.add_argument("--sensor", help="sensor name for captions and meta (e.g. Sentinel-1)")
     b.add_argument("--landcover-ref", help="folder of labelled AEF CSVs (A00..A63, dw_label) for caption terrain")
@@ -143,7 +149,9 @@ def cmd_build(args) -> int:
         print(json.dumps(summary))
     elif "records" in summary:
         per = ", ".join(f"{t} {sum(v.values())}" for t, v in sorted(summary["counts"].items()))
-        print(f"{summary['records']} records ({per}); {summary['quarantined']} quarantined")
+        priors = summary.get("priors") or {}
+        prior = ", ".join(f"{k} {priors.get(k, 0)}" for k in ("full", "partial", "none"))
+        print(f"{summary['records']} records ({per}); priors: {prior}; {summary['quarantined']} quarantined")
     else:
         print(f"shard {summary['shard']}: {summary['images']} images ({summary['built']} built now); "
               f"run 'fusar-gpt build --merge OUT' when every shard is done")

@@ -37,12 +37,34 @@ from .build_plan import (  # noqa: F401 (re-exported)
 from .build_pool import WorkerDied, run_pool  # noqa: F401 (re-exported)
 from .build_worker import (  # noqa: F401 (re-exported)
     MIN_SIDE,
+    BuildFailed,
     Worker,
     degenerate_reason,
+    input_stamps,
     part_fingerprint,
     read_part,
     up_to_date,
 )
+
+OUTPUT_DIRS = {"parts": ".json", "images": ".png", "anchors": ".npz"}  # each image's files: <dir>/<stem><suffix>
+
+
+def prune(out: Path, stems: set[str]) -> list[str]:
+    """Remove the files of images no longer in the plan (dropped from ``--images`` or the annotations), so a
+    re-run into the same ``--out`` leaves what a fresh build leaves. Only finished files of foreign stems go: the
+    hidden temporary files of a concurrent shard are never touched (every shard plans the same stems)."""
+    gone = []
+    for sub, suffix in OUTPUT_DIRS.items():
+        folder = out / sub
+        if not folder.is_dir():
+            continue
+        for f in folder.iterdir():
+            if f.name.startswith(".") or not f.name.endswith(suffix) or not f.is_file():
+                continue
+            if f.name[:-len(suffix)] not in stems:
+                f.unlink(missing_ok=True)
+                gone.append(f"{sub}/{f.name}")
+    return gone
 
 
 def build(cfg: BuildConfig, progress: bool = True) -> dict:
@@ -55,7 +77,10 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
         for sub in ("parts", "images", "anchors"):
             shutil.rmtree(out / sub, ignore_errors=True)
         (out / "parts").mkdir(parents=True, exist_ok=True)
-    todo = [j for j in mine if not up_to_date(read_part(out / "parts" / f"{j.stem}.json"), part_fingerprint(cfg, j))]
+    prune(out, {j.stem for j in jobs})
+    stamps = input_stamps(cfg)
+    todo = [j for j in mine
+            if not up_to_date(read_part(out / "parts" / f"{j.stem}.json"), part_fingerprint(cfg, j, stamps))]
     worker = Worker(cfg) if todo else None  # a bad AEF root or land-cover table fails here, once, for any --workers
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="building", unit="image", disable=not progress)
     if worker is not None and (cfg.workers <= 1 or len(todo) <= 1):

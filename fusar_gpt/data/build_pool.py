@@ -34,8 +34,10 @@ class WorkerDied(ValueError):
 def run_pool(cfg: BuildConfig, todo: list, bar) -> None:
     """Build ``todo`` in ``cfg.workers`` spawned processes (no GDAL or torch state crosses into them). Why not
     ``multiprocessing.Pool``: it respawns a worker whose initializer fails, forever; an executor instead marks
-    itself broken. The first failure, a worker's exception or a dead worker, cancels what has not started and ends
-    the build with that error; finished parts stay on disk for the next run."""
+    itself broken. The first failure, a worker's error (:class:`BuildFailed`, one line) or a dead worker, cancels
+    what has not started and ends the build; the images already running finish, and finished parts stay on disk
+    for the next run. Of the errors seen, the one of the earliest image in plan order is raised: jobs start in
+    that order, so it is the error ``--workers 1`` stops at, and the message does not depend on the pool."""
 
     def died(err):
         return WorkerDied(f"a build worker died ({one_line(err) or type(err).__name__}); finished "
@@ -43,19 +45,30 @@ def run_pool(cfg: BuildConfig, todo: list, bar) -> None:
 
     pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                initargs=(cfg,))
+    failed: dict[int, BaseException] = {}
     try:
         try:
-            pending = {pool.submit(_run_job, j) for j in todo}
+            index = {pool.submit(_run_job, j): k for k, j in enumerate(todo)}
         except (BrokenProcessPool, OSError) as err:  # a worker killed while the pool starts: its pipes close
             raise died(err) from None
-        while pending:
+        pending = set(index)
+        while pending and not failed:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for f in done:
-                try:
-                    f.result()  # re-raises the worker's own exception (a one-line error) here
-                except BrokenProcessPool as err:
-                    raise died(err) from None
-                bar.update()
+                if f.exception() is None:
+                    bar.update()
+                else:
+                    failed[index[f]] = f.exception()
+        if failed:
+            for f in pending:
+                f.cancel()
+            for f in wait(pending).done:  # the images already running finish (their parts are kept)
+                if not f.cancelled() and f.exception() is not None:
+                    failed[index[f]] = f.exception()
+            err = failed[min(failed)]
+            if isinstance(err, BrokenProcessPool):
+                raise died(err) from None
+            raise err
     finally:
         try:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -11,11 +11,13 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from ..chip import ModelChip, pixels_chip, raster_chip, read_raster
 from ..geo import GeoError
@@ -64,11 +66,53 @@ def degenerate_reason(data: np.ndarray, mask: np.ndarray) -> str | None:
 _NOT_SHAPING = ("out", "workers", "shard", "images", "fresh")
 
 
-def part_fingerprint(cfg: BuildConfig, job: Job) -> str:
+def _stamp(path) -> list | None:
+    """(name, size, modification time) of a file, or of every CSV of a folder: what a path-only fingerprint misses
+    when a file is replaced in place. None for a path that is not local (a remote index is fetched by URL)."""
+    if not path:
+        return None
+    p = Path(path)
+    files = sorted(p.glob("*.csv")) if p.is_dir() else [p] if p.is_file() else []
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out.append([f.name, st.st_size, st.st_mtime_ns])
+    return out or None
+
+
+def input_stamps(cfg: BuildConfig) -> dict:
+    """The contents (by size and time) of the inputs every image shares: the AEF index (``--aef-index``, else the
+    root's own ``aef_index.*``) and the land-cover reference (``--landcover-ref``, else the default one)."""
+    from ..geo.aef_index import INDEX_NAMES
+
+    index = cfg.aef_index or next((str(Path(cfg.aef) / n) for n in INDEX_NAMES
+                                   if cfg.aef and (Path(cfg.aef) / n).is_file()), None)
+    return {"aef_index": _stamp(index), "landcover_ref": _stamp(_landcover_source(cfg))}
+
+
+def _landcover_source(cfg: BuildConfig):
+    """The reference the worker loads: ``--landcover-ref``, else the first that exists of the candidates
+    :func:`landcover.default_reference` tries (``$FUSAR_GPT_LANDCOVER_REF``, the checkout's samples)."""
+    if cfg.landcover_ref:
+        return cfg.landcover_ref
+    from . import landcover
+
+    env = os.environ.get("FUSAR_GPT_LANDCOVER_REF")
+    candidates = ([Path(env)] if env else []) + [
+        Path(landcover.__file__).resolve().parents[3] / "shared" / "data" / "aef_samples"]
+    return next((c for c in candidates if c.exists()), None)
+
+
+def part_fingerprint(cfg: BuildConfig, job: Job, stamps: dict | None = None) -> str:
     """What an image's part was made from: its file (path, size, modification time), its annotation, its split
     and every build setting that shapes records (AEF root and index, frame, grid, stretch, bands, tasks, classes,
-    land-cover reference, seed, ...). A part whose fingerprint differs is stale and is made again, so a re-run
-    into the same ``--out`` after fixing ``--aef`` or changing ``--frame`` gives what a fresh build gives."""
+    land-cover reference, seed, ...), the index and reference by content (:func:`input_stamps`; pass them when
+    fingerprinting many images). A part whose fingerprint differs is stale and is made again, so a re-run
+    into the same ``--out`` after fixing ``--aef``, changing ``--frame`` or replacing the index file in place gives
+    what a fresh build gives."""
     try:
         st = os.stat(job.path) if job.path else None
     except OSError:
@@ -76,7 +120,8 @@ def part_fingerprint(cfg: BuildConfig, job: Job) -> str:
     payload = {"config": {k: v for k, v in config_dict(cfg).items() if k not in _NOT_SHAPING},
                "file": [job.path, st.st_size, st.st_mtime_ns] if st else [job.path, None, None],
                "annotation": asdict(job.ann) if job.ann is not None else None, "split": job.split,
-               "problems": job.problems, "geo": job.geo}
+               "problems": job.problems, "geo": job.geo,
+               "inputs": stamps if stamps is not None else input_stamps(cfg)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -101,6 +146,44 @@ def read_part(path: Path) -> dict | None:
         return None  # missing or torn: made again
 
 
+NO_PLACE = "has no place, so no anchors (--require-geo); place it with a row of the --geo table"
+
+
+class BuildFailed(ValueError):
+    """The build cannot go on (not a problem of one input): one line naming the image and the cause, exit 2."""
+
+
+def _header(path) -> tuple[int, int, bool]:
+    """(width, height, georeferenced?) from a TIFF's header, judged as ``read_sar`` judges it (CRS and a transform,
+    or GCPs with their CRS). An unreadable file is a :class:`GeoError` (quarantined), never an ``OSError``."""
+    if not Path(path).is_file():
+        raise GeoError(f"{path}: {'is not a file' if Path(path).exists() else 'no such file'}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with open_raster(path) as ds:
+                gcps, gcp_crs = ds.gcps
+                placed = (ds.crs is not None and not ds.transform.is_identity) or bool(gcps and gcp_crs is not None)
+                return ds.width, ds.height, placed
+        except RasterioError as err:
+            raise GeoError(f"{path}: not a readable raster ({one_line(err)})") from None
+
+
+def _cause(err: BaseException) -> str:
+    """An error in one line; an ``OSError`` as its reason and the file it is about (for a rename, the destination,
+    not the random temporary name), so the same failure reads the same in every run."""
+    if isinstance(err, OSError) and err.strerror:
+        where = err.filename2 if err.filename2 is not None else err.filename
+        return one_line(f"{err.strerror}: {where}" if where is not None else err.strerror)
+    return one_line(err) or type(err).__name__
+
+
+def _empty_prior(grid: int) -> Anchors:
+    """Every anchor invalid: the model's missing-prior policy applies (a chip with no place)."""
+    pos = grid_positions(grid).astype(np.float32)
+    return Anchors(np.full((len(pos), 64), np.nan, np.float32), pos, np.zeros(len(pos), bool))
+
+
 class Worker:
     """Builds one image at a time; owns the AEF store so each process opens its tiles once."""
 
@@ -111,10 +194,23 @@ class Worker:
         self.store = AEFStore(cfg.aef, index=cfg.aef_index) if cfg.aef else None
         self.landcover = (LandcoverReference.from_csv(cfg.landcover_ref) if cfg.landcover_ref
                           else default_reference())
+        self.stamps = input_stamps(cfg)
 
     def __call__(self, job: Job) -> dict:
+        """Build one image. A problem of its inputs quarantines it (its part says why); anything else (a disk that
+        is full, a file where an output folder should be) stops the build as :class:`BuildFailed`, one line
+        naming the image and the cause, because every later image would fail the same way."""
+        try:
+            return self._build(job)
+        except BuildFailed:
+            raise
+        except Exception as err:  # noqa: BLE001 (an environment error: reported in one line, not a traceback)
+            raise BuildFailed(f"{job.name or job.path}: {type(err).__name__}: {_cause(err)}; the build stopped "
+                              f"there (finished images are kept: fix the cause and re-run)") from None
+
+    def _build(self, job: Job) -> dict:
         part = self.out / "parts" / f"{job.stem}.json"
-        fingerprint = part_fingerprint(self.cfg, job)
+        fingerprint = part_fingerprint(self.cfg, job, self.stamps)
         old = read_part(part)
         if up_to_date(old, fingerprint):
             return old
@@ -138,11 +234,11 @@ class Worker:
         if Path(job.path).suffix.lower() in PLAIN_SUFFIXES:
             return self._plain_records(job)
         row = GeoRow(**job.geo) if job.geo else None
-        if row is not None and row.lon is not None:  # a centre + pixel size: the box needs the raster's size
-            with open_raster(job.path) as ds:
-                fallback = row.footprint(ds.width, ds.height)
-        else:
-            fallback = row.footprint(0, 0) if row is not None else None
+        width, height, placed = _header(job.path)
+        if not placed and row is None:
+            return self._unplaced_raster_records(job)
+        # a centre + pixel size needs the raster's size; a file's own georeference always wins over the row
+        fallback = row.footprint(width, height) if row is not None else None
         img = read_raster(job.path, self.spec, footprint=fallback)
         degenerate = degenerate_reason(img.data, img.mask)
         if degenerate:
@@ -163,6 +259,25 @@ class Worker:
         return self._finish(job, chip, objects, date, {"footprint": [round(v, 7) for v in img.footprint],
                                                        "year": year, "aef_year": chip.anchors.year,
                                                        "band": img.band, "scale": img.scale})
+
+    def _unplaced_raster_records(self, job: Job) -> list[dict]:
+        """A TIFF with no georeference and no ``--geo`` row: what a PNG/JPEG chip without a row gets (an empty
+        prior, ``meta.geo`` null), but its pixels read and stretched as any SAR raster's (band choice, scale)."""
+        if self.cfg.require_geo:
+            raise ValueError(f"a TIFF without georeference (no CRS and transform, no GCPs) {NO_PLACE}")
+        # The one reader wants a place for an unplaced file; this stand-in box is never recorded or sampled.
+        img = read_raster(job.path, self.spec, footprint=(0.0, 0.0, 1.0, 1.0))
+        degenerate = degenerate_reason(img.data, img.mask)
+        if degenerate:
+            raise ValueError(degenerate)
+        objects, reason = validate_objects(job.ann.objects, img.width, img.height)
+        if reason:
+            raise ValueError(reason)
+        chip = raster_chip(img, self.spec, anchors=_empty_prior(self.spec.grid), boxes=_boxes(objects))
+        date = img.date or job.ann.extra.get("date")
+        return self._finish(job, chip, objects, str(date) if date else None,
+                            {"footprint": None, "year": None, "aef_year": None, "geo": None, "band": img.band,
+                             "scale": img.scale})
 
     def _plain_records(self, job: Job) -> list[dict]:
         """A PNG/JPEG chip (most public SAR detection sets): its 8-bit pixels as they are, no georeference, so an
@@ -191,11 +306,9 @@ class Worker:
             return self._finish(job, chip, objects, str(date), {"footprint": [round(v, 7) for v in box],
                                                                 "year": year, "aef_year": prior.year})
         if self.cfg.require_geo:
-            raise ValueError("a PNG/JPEG chip has no georeference, so no anchors (--require-geo; or place it with "
-                             "--geo)")
-        pos = grid_positions(self.spec.grid).astype(np.float32)
-        empty = Anchors(np.full((len(pos), 64), np.nan, np.float32), pos, np.zeros(len(pos), bool))
-        chip = pixels_chip(pixels, self.spec, source=str(job.path), prior=empty, boxes=_boxes(objects))
+            raise ValueError(f"a PNG/JPEG chip {NO_PLACE}")
+        chip = pixels_chip(pixels, self.spec, source=str(job.path), prior=_empty_prior(self.spec.grid),
+                           boxes=_boxes(objects))
         date = job.ann.extra.get("date")
         return self._finish(job, chip, objects, str(date) if date else None,
                             {"footprint": None, "year": None, "aef_year": None, "geo": None})
