@@ -66,7 +66,7 @@ def _manifest_path(path: str) -> str:
 def cmd_score(args) -> int:
     import sys
 
-    from ..data.dataset import load_manifest
+    from ..data.manifest import load_manifest
     from ..data.tasks import fill_tasks
     from ..report import metrics_table
     from ..scoring import read_predictions, score
