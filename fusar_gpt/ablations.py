@@ -15,10 +15,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .data.dataset import load_manifest
+from .data.manifest import load_manifest
 from .demo_findings import MAIN_FIGURES
 from .demo_settings import DEMO_TASKS, QUICK, DemoSettings
 from .demo_steps import stage0_model, train_and_evaluate, world_and_dataset
+from .io_atomic import write_text
 from .scoring import paired, read_predictions, score
 
 VARIANTS = {"fusar-gpt": ("tiny-cpu/stage1.yaml", "tiny-cpu/stage2.yaml"),
@@ -52,8 +53,8 @@ def run_ablations(out="runs/demo", *, quick: bool = False, settings: DemoSetting
     result = {"figures": {k: {f"{t} {m}": v.get(t, {}).get(m) for t, m in MAIN_FIGURES} for k, v in figures.items()},
               "vs_tlm": vs_tlm, "seconds": {k: round(v, 1) for k, v in times.items()}, "settings": asdict(s),
               "n": {t: sum(r["task"] == t for r in records) for t in dict.fromkeys(t for t, _ in MAIN_FIGURES)}}
-    (out / "ablations.json").write_text(json.dumps(result, indent=2))
-    (out / "ablations.md").write_text(format_ablations(result) + "\n")
+    write_text(out / "ablations.json", json.dumps(result, indent=2))
+    write_text(out / "ablations.md", format_ablations(result) + "\n")
     return result
 
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .data.dataset import load_manifest
+from .data.manifest import load_manifest
 from .demo_aef import aef_use, stage1_taught
 from .demo_findings import MAIN_FIGURES, chance_findings, findings, flat_diffs, per_class  # noqa: F401  (re-exported)
 from .demo_settings import (  # noqa: F401  (re-exported: the demo's settings were read from here)
@@ -40,6 +40,7 @@ from .demo_settings import (  # noqa: F401  (re-exported: the demo's settings we
 )
 from .demo_steps import rebuild_base, stage0_model, train_and_evaluate, world_and_dataset  # noqa: F401  (re-exported)
 from .evaluate import compare_runs
+from .io_atomic import write_text
 from .scoring import majority_predictions, paired, read_predictions
 
 
@@ -99,7 +100,7 @@ def run_demo(out="runs/demo", *, quick: bool = False, settings: DemoSettings | N
     summary = {"table": result["table"], "report": result["report"], "findings": notes, "vs_majority": chance,
                "vs_no_aef": flat_diffs(main), "per_class": classes, "aef_use": aef, "stage1": stage1,
                "seconds": {k: round(v, 1) for k, v in times.items()}, "settings": asdict(s)}
-    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "demo.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -6,7 +6,6 @@ compared model trained (stage I + II) and evaluated. Each step reuses what a pre
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from .data.build import BuildConfig, build
 from .data.synth import make_world
 from .demo_settings import BASE, BASE_DIR, CONFIGS, DEMO_TASKS, STAGE0, DemoSettings, base_record, stage0_overrides
 from .evaluate import evaluate_run
-from .io_atomic import atomic_dir
+from .io_atomic import replace_dir
 from .model.backbone import load_backbone
 from .train import resolve_paths, train
 
@@ -53,26 +52,17 @@ def rebuild_base(work="runs/demo-base", target=BASE_DIR, *, settings: DemoSettin
                  progress: bool = True) -> Path:
     """Reproduce assets/demo-base: synthesise the base world (seed ``settings.seed``), build it, run stage 0 on
     it and store the resulting model in bfloat16 with ``base.json`` (how it was made) beside it."""
-
-
     work, s = Path(work), settings
     ds = world_and_dataset(work, s, DEMO_TASKS, progress)
     overrides = stage0_overrides(s)
     _train_stage(STAGE0, work / "stage0", s, s.stage0_steps, data=ds, progress=progress, **overrides)
     model, processor = load_backbone(str(work / "stage0" / "model"), dtype=torch.bfloat16)
     target = Path(target)
-    fresh, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
-    shutil.rmtree(fresh, ignore_errors=True)
-    with atomic_dir(fresh) as tmp:  # the old base stays whole until the new one is
+    with replace_dir(target) as tmp:  # the old base stays whole until the new one is
         model.save_pretrained(str(tmp))
         processor.tokenizer.save_pretrained(str(tmp))
         processor.image_processor.save_pretrained(str(tmp))
         (tmp / "base.json").write_text(json.dumps(base_record(s), indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    fresh.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
     return target
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .config import Recipe, RecipeError
+from .io_atomic import write_text
 
 
 def rng_state() -> dict:
@@ -66,4 +67,4 @@ def truncate_log(path: Path, step: int, main: bool) -> None:
             raise RecipeError(f"{path} line {n}: not valid JSON; the log is damaged (move it aside)") from None
         if isinstance(row, dict) and row.get("step", 0) <= step:
             keep.append(ln)
-    path.write_text("".join(ln + "\n" for ln in keep))
+    write_text(path, "".join(ln + "\n" for ln in keep))  # a kill mid-rewrite must not lose the kept rows

@@ -17,14 +17,18 @@ is a stand-in for pretraining, not a SAR method.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import get_scheduler
 
-from ..data.dataset import load_manifest, read_image
+from ..data.manifest import load_manifest, read_image
 from ..data.tasks import CELLS, cell_of
+from ..io_atomic import write_text
 from .backbone import load_backbone
 
 
@@ -78,9 +82,6 @@ def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batc
                    seed: int = 0, progress: bool = False) -> dict:
     """Train ``backbone``'s vision tower in place on the box maps of ``records`` (one per image is enough);
     returns ``{"steps", "images", "classes", "loss_first", "loss_last"}``."""
-    from transformers import get_scheduler
-
-
     by_image = {}
     for r in records:
         if isinstance((r.get("meta") or {}).get("frame_objects"), list):
@@ -100,11 +101,7 @@ def warm_up_vision(backbone, processor, records: list[dict], *, steps: int, batc
     pos_weight = torch.tensor([8.0] * n + [3.0] * n + [1.0, 1.0] + [2.0] * 9 + [8.0] * (9 * n))
     rng = np.random.default_rng(seed)
     visual.train()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, desc="vision warm-up", unit="step")
+    bar = tqdm(total=steps, desc="vision warm-up", unit="step") if progress else None
     losses = []
     for _ in range(steps):
         batch = [images[i] for i in rng.integers(0, len(images), batch_size)]
@@ -138,13 +135,10 @@ def warm_up_base(base: Path, manifest: str, *, steps: int, split: str | None = "
                  progress: bool = False) -> dict:
     """Warm up the vision tower of the saved random base in ``base`` (a folder being built, not yet in use) on
     ``manifest``'s ``split``, save it in place and record what was done in ``base/warmup.json``."""
-    import json
-
-
     backbone, processor = load_backbone(base, dtype=torch.float32)
     torch.manual_seed(seed)
     info = warm_up_vision(backbone, processor, load_manifest(manifest, split=split), steps=steps, seed=seed,
                           progress=progress)
     backbone.save_pretrained(str(base))
-    (Path(base) / "warmup.json").write_text(json.dumps(info, indent=2))
+    write_text(Path(base) / "warmup.json", json.dumps(info, indent=2))
     return info
