@@ -1,6 +1,6 @@
 """ONE training loop for both stages: the stage is data (what trains, lr, epochs, data mix). What each
 ``trainable`` mode trains, and each parameter's learning rate, is the table in model/policy.py; the base
-weights (a preset's RUN/base) come from model/base.py.
+weights (a preset's RUN/base) come from model/base.py; the run's paths, chip spec and model from train_setup.py.
 
 Runs unchanged from one CPU process to many GPUs under ``accelerate launch`` / ``torchrun``. The
 recipe's ``batch_size`` is the GLOBAL batch: every process takes its slice of the same batch, and
@@ -17,108 +17,21 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType
+from tqdm import tqdm
+from transformers import get_scheduler
 
-from .chip import CHIP_FILE, ChipSpec, dataset_spec, read_spec
-from .config import Recipe, RecipeError, expand, save_recipe
-from .data.dataset import OFFICIAL_FRAME, Conversations, ManifestDataset, load_manifest
+from .config import Recipe, RecipeError, save_recipe
+from .data.dataset import Conversations, ManifestDataset
 from .inputs import InputProcessor
 from .losses import token_loss
-from .model.backbone import load_backbone
 from .model.base import build_base
-from .model.checkpoint import ADAPTERS, latest_checkpoint, load_adapter, load_tlm, safe_torch_load, save_checkpoint
-from .model.fusar import FusarGPT
-from .model.policy import Trained, add_lora, adds_lora, apply_policy, whole_backbone
-from .model.tlm import TLM
+from .model.checkpoint import latest_checkpoint, safe_torch_load, save_checkpoint
+from .model.policy import whole_backbone
 from .run_log import log_row, rng_state, set_rng_state, tensorboard, truncate_log
-
-
-def resolve_paths(recipe: Recipe, out: str | None = None, data: str | None = None, init: str | None = None) -> Recipe:
-    """Apply CLI paths and fill what the stage-1 run already knows (base weights, data)."""
-    recipe.out = out or recipe.out or f"runs/{recipe.name}"
-    recipe.init = expand(init or recipe.init, "init")
-    recipe.data.manifest = expand(data or recipe.data.manifest, "data.manifest")
-    if recipe.init:
-        first = Path(recipe.init) / "config.yaml"
-        if not first.exists():
-            raise RecipeError(f"init: {recipe.init} is not a run directory (no config.yaml)")
-        if (Path(recipe.init) / ADAPTERS).is_dir():  # one adapter per task: which one to continue is not ours to pick
-            raise RecipeError(f"init: {recipe.init} holds one adapter per task ({ADAPTERS}/); continue one of them: "
-                              "import its folder alone (import-official RELEASE/stage1 --base ...)")
-        import yaml
-
-        prev = yaml.safe_load(first.read_text())
-        if recipe.model.base is None:
-            recipe.model.base, recipe.model.preset = prev["model"]["base"], None
-        # an imported checkpoint's config.yaml names its base only: then the data comes from the recipe or --data
-        recipe.data.manifest = recipe.data.manifest or (prev.get("data") or {}).get("manifest")
-    recipe.model.base = expand(recipe.model.base, "model.base")
-    if recipe.model.base and Path(recipe.model.base).is_dir():  # the run answers from any working directory
-        recipe.model.base = str(Path(recipe.model.base).resolve())
-    if recipe.data.manifest is None:
-        raise RecipeError("data.manifest: no dataset given (recipe, --data, or the init run's)")
-    manifest = Path(recipe.data.manifest)
-    recipe.data.manifest = str((manifest / "manifest.jsonl") if manifest.is_dir() else manifest)
-    return recipe
-
-
-def run_spec(recipe: Recipe) -> ChipSpec:
-    """The chip spec the run's inputs were made with, for RUN/chip.json: the dataset's (build.json), else the
-    init run's, else what an official manifest implies (its records' frame; colour PNGs kept as they are)."""
-    spec = dataset_spec(recipe.data.manifest)
-    if spec is not None:
-        return spec
-    if recipe.init and (Path(recipe.init) / CHIP_FILE).is_file():
-        return read_spec(recipe.init)
-    records = load_manifest(recipe.data.manifest)
-    size = records[0]["coordinate_size"] if records else OFFICIAL_FRAME
-    frame = size if isinstance(size, int) else OFFICIAL_FRAME
-    try:
-        return ChipSpec(frame=frame, eight_bit="rgb")
-    except ValueError:  # a frame the chip path cannot make (not a multiple of 28): the authors' 504
-        return ChipSpec(frame=OFFICIAL_FRAME, eight_bit="rgb")
-
-
-def build_model(recipe: Recipe, weights_from: Path | None = None) -> FusarGPT:
-    """Backbone + TLM (+ LoRA) with exactly the recipe's parameters trainable (model/policy.py decides which).
-
-    ``weights_from`` is a checkpoint to resume; otherwise a stage-2 recipe starts from its init run.
-    """
-    return _build(recipe, weights_from)[0]
-
-
-def _build(recipe: Recipe, weights_from: Path | None = None) -> tuple[FusarGPT, Trained]:
-    """:func:`build_model` and what its policy trains (the names, the optimizer groups at the recipe's lrs)."""
-    dtype = getattr(torch, recipe.model.dtype)
-    whole = whole_backbone(recipe.trains)
-    weights = weights_from / "model" if whole and weights_from is not None else Path(build_base(recipe))
-    backbone, processor = load_backbone(str(weights), dtype=dtype,
-                                        attn_implementation=recipe.model.attn_implementation)
-    hidden = backbone.config.text_config.hidden_size
-    source = weights_from or (Path(recipe.init) if recipe.init else None)
-    if source is not None and (source / "tlm.json").exists():
-        tlm = load_tlm(source)
-    else:
-        t = recipe.tlm
-        tlm = TLM(hidden, sigma=t.sigma, hidden_mult=t.hidden_mult, fusion=t.fusion, missing=t.missing)
-    model = FusarGPT(backbone, tlm.float(), processor)
-    if source is not None and (source / "adapter" / "adapter_config.json").exists():
-        model.backbone = load_adapter(backbone, source, trainable=True)
-    elif adds_lora(recipe.trains):
-        add_lora(model, r=recipe.lora.r, alpha=recipe.lora.alpha, dropout=recipe.lora.dropout)
-    if recipe.model.gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        for cfg in (backbone.config, backbone.config.text_config):
-            cfg.use_cache = False  # a cache is useless in training and incompatible with recomputation
-        if hasattr(model.backbone, "activation_checkpointing_enable"):  # the transformers 5.x name
-            model.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    trained = apply_policy(model, recipe.trains, recipe.train)
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()  # trainable tensors stay fp32 under a bf16 base
-    model.train()
-    return model, trained
+from .train_setup import build_model, build_trainable, resolve_paths, run_spec  # noqa: F401  (re-exported)
 
 
 class Batches:
@@ -146,10 +59,6 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     ``stop_after`` ends the run after that many optimizer steps as if interrupted (a checkpoint is
     written); ``resume=True`` continues from the newest complete checkpoint, exactly.
     """
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.state import AcceleratorState
-    from transformers import get_scheduler
-
     # one process may train several runs (the demo, notebooks): each gets its own precision settings;
     # the process group itself (PartialState) is kept
     AcceleratorState._reset_state()
@@ -169,7 +78,7 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
         build_base(recipe, progress=progress)  # a preset's RUN/base, built once; the others find it built
     accelerator.wait_for_everyone()
     torch.manual_seed(recipe.train.seed)
-    model, trained = _build(recipe, weights_from=ckpt)
+    model, trained = build_trainable(recipe, weights_from=ckpt)
     if accelerator.is_main_process:
         save_recipe(recipe, run / "config.yaml")
         run_spec(recipe).save(run)
@@ -200,8 +109,6 @@ def train(recipe: Recipe, *, resume: bool = False, progress: bool = True, stop_a
     board = tensorboard(run, recipe) if accelerator.is_main_process else None
     bar = None
     if progress and accelerator.is_main_process:
-        from tqdm import tqdm
-
         desc = recipe.trains if whole_backbone(recipe.trains) else f"stage {recipe.stage}"
         bar = tqdm(total=total, initial=step, desc=desc, unit="step")
     last = {}
@@ -268,8 +175,6 @@ def _check_finite(step: int, loss: float, grad_norm, recipe: Recipe) -> None:
 
 
 def _sharded(accelerator) -> bool:
-    from accelerate.utils import DistributedType
-
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
