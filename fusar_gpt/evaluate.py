@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .chip import ChipSpec, dataset_spec
-from .data.dataset import ManifestDataset, ManifestError, load_manifest
+from .data.dataset import ManifestDataset
+from .data.manifest import ManifestError, load_manifest
 from .data.tasks import REGISTRY, fill_tasks
 from .geo import GeoError
 from .inputs import InputProcessor
@@ -25,6 +27,7 @@ from .model.loader import load_model
 from .model.routing import route
 from .report import metrics_table, write_comparison, write_report
 from .scoring import majority_predictions, paired, read_predictions, score
+from .text import one_line
 
 # enough for the canonical answers of each task (captions and box lists are the long ones): the registry's budgets
 MAX_NEW_TOKENS = {name: t.max_new_tokens for name, t in REGISTRY.items()}
@@ -45,11 +48,7 @@ def predict(model, records: Sequence[dict], *, spec: ChipSpec | None = None, bat
     collate = InputProcessor(model.processor, train=False)
     tasks = [r.get("task") or task for r in records]
     groups = route(model, [r["question"] for r in records], tasks)  # routed (or refused) before any generation
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(records), desc="generating", unit="answer")
+    bar = tqdm(total=len(records), desc="generating", unit="answer") if progress else None
     device = next(model.parameters()).device
     out: dict[str, str] = {}
     for group in groups:
@@ -62,7 +61,7 @@ def predict(model, records: Sequence[dict], *, spec: ChipSpec | None = None, bat
                 except (ManifestError, GeoError) as err:
                     if errors is None:
                         raise
-                    errors[str(records[i]["id"])] = " ".join(str(err).split())
+                    errors[str(records[i]["id"])] = one_line(err)
             if items:
                 batch = collate(items).to(device)
                 tokens = model.generate(**batch, max_new_tokens=limits.get(tasks[kept[0]], 64), do_sample=False)

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 from affine import Affine
+from pyproj import Transformer
 
 
 def as_affine(transform) -> Affine:
@@ -36,9 +37,7 @@ def window_transform(transform, col: float, row: float) -> Affine:
 
 
 @lru_cache(maxsize=256)
-def _transformer(src: str, dst: str):
-    from pyproj import Transformer
-
+def _transformer(src: str, dst: str) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)
 
 

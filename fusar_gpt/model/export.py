@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from .. import __version__
 from ..config import DTYPES
 from ..io_atomic import atomic_dir
@@ -27,9 +29,6 @@ def export_run(run, out, *, dtype: str | None = None) -> dict:
     ``dtype`` (``float32`` / ``bfloat16``) casts the merged weights; default: as loaded. The TLM keeps its own
     dtype (it is small and trained in fp32).
     """
-    import torch
-
-
     run, out = Path(run), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty directory; choose a new output directory")

@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
+from tqdm import tqdm
 
 from ...geo.aef_tiles import write_index, write_tile
 from ...io_atomic import write_json
@@ -79,8 +81,6 @@ def _scene(k: int, seed: int, site: Site, years: list[int], acq: tuple[int, int]
     meta = {"width": w, "height": h, "site": site.name, "kind": site.kind, "date": start.date().isoformat(),
             "pixel_size": p, "landcover": {DW_CLASSES[c]: round(float(share[c]), 3) for c in order},
             "landcover_grid": grid, "open_sea": round(float(np.mean(mat == OPEN_SEA)), 3)}
-    from affine import Affine
-
     transform = Affine(p, 0.0, site.west + x0, 0.0, -p, site.north - y0)
     return amp, meta, anns, transform, start.strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -175,11 +175,7 @@ def make_world(out, scenes: int = 40, seed: int = 0, *, sites: int = 4, years=(2
     acq = (years[0] - 3, years[-1] + 2)
     images, annotations = [], []
     counts = {"ship": dict.fromkeys(SHIP_SUBTYPES, 0), "plane": dict.fromkeys(PLANE_SUBTYPES, 0)}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=scenes, desc="synthetic scenes", unit="scene")
+    bar = tqdm(total=scenes, desc="synthetic scenes", unit="scene") if progress else None
     for k in range(scenes):
         site = site_objs[k % sites]
         amp, meta, anns, transform, when = _scene(k, seed, site, years, acq, image_px, pixel_m, NOISE_FLOOR,
