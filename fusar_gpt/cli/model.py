@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 
 from ..config import MISSING
+from ..geo.bands import POLS
+from ..geo.raster_tags import SCALES
+from ..text import one_line
+from ..vocab import EIGHT_BIT, SAMPLING
 
 EXAMPLES = {
     "demo": """examples:
@@ -104,12 +108,12 @@ def add_chip_spec_parser(sub, fmt) -> None:
     c.add_argument("--dataset", help="take the spec from this dataset's build.json")
     c.add_argument("--frame", type=int, help="model frame in pixels (a multiple of 28)")
     c.add_argument("--grid", type=int, default=8, help="anchor grid side (default 8)")
-    c.add_argument("--sampling", default="point", choices=["point", "mean"], help="AEF sampling (default point)")
+    c.add_argument("--sampling", default="point", choices=SAMPLING, help="AEF sampling (default point)")
     c.add_argument("--stretch", help="fixed dB range LOW,HIGH (default: each image's 2-98 %% percentiles)")
     c.add_argument("--bands", help="band choice as in build --bands (i,q | N | N,M)")
-    c.add_argument("--pol", choices=["VV", "VH", "HH", "HV"], help="polarisation as in build --pol")
-    c.add_argument("--scale", choices=["db", "amplitude", "intensity"], help="pixel values as in build --scale")
-    c.add_argument("--eight-bit", default="gray", choices=["gray", "rgb"],
+    c.add_argument("--pol", choices=POLS, help="polarisation as in build --pol")
+    c.add_argument("--scale", choices=SCALES, help="pixel values as in build --scale")
+    c.add_argument("--eight-bit", default="gray", choices=EIGHT_BIT,
                    help="PNG/JPEG inputs: one grey channel (as build writes them) or colour as is (default gray)")
     c.add_argument("--force", action="store_true", help="replace an existing chip.json")
     c.add_argument("--json", action="store_true", help="print the spec as JSON")
@@ -147,7 +151,7 @@ def cmd_train(args) -> int:
         try:
             overrides[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as err:
-            raise ValueError(f"--set {item!r}: the value is not YAML ({' '.join(str(err).split())})") from None
+            raise ValueError(f"--set {item!r}: the value is not YAML ({one_line(err)})") from None
     if args.stage is not None:
         overrides["stage"] = args.stage
     if args.max_steps is not None:
