@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 EXAMPLES = {
     "score": """examples:
@@ -57,15 +59,11 @@ def add_parsers(sub, fmt) -> None:
 
 
 def _manifest_path(path: str) -> str:
-    from pathlib import Path
-
     p = Path(path)
     return str(p / "manifest.jsonl") if p.is_dir() else str(p)
 
 
 def cmd_score(args) -> int:
-    import sys
-
     from ..data.manifest import load_manifest
     from ..data.tasks import fill_tasks
     from ..report import metrics_table
