@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import yaml
 
 from ..config import MISSING
 from ..geo.bands import POLS
@@ -138,8 +141,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
-    import yaml
-
     from ..config import load_recipe
     from ..train import resolve_paths, train
 
@@ -186,8 +187,6 @@ def cmd_import_official(args) -> int:
 
 
 def cmd_chip_spec(args) -> int:
-    from pathlib import Path
-
     from ..chip import CHIP_FILE, ChipSpec, dataset_spec, read_spec
 
     folder = Path(args.model)
