@@ -75,24 +75,41 @@ def header_pixels(path: Path | None = None, data: bytes | None = None) -> int:
 
 
 def header_timeout_protocol(seconds: float):
-    """uvicorn's h11 protocol with a deadline for a connection's request headers. uvicorn starts its keep-alive
-    timer only after a response and restarts it on every byte, so a client that connects and sends its headers
-    one byte at a time (or never) holds a connection and a socket indefinitely; no setting of uvicorn or h11
-    bounds it, hence this subclass. The connection is closed when no request has begun ``seconds`` after it
-    opened; the body has its own deadline in the app (``ServeConfig.body_timeout_s``)."""
+    """uvicorn's h11 protocol with a deadline for each request's headers. uvicorn starts its keep-alive timer only
+    after a response and restarts it on every byte, so a client that connects and sends its headers one byte at a
+    time (or never) holds a connection and a socket indefinitely; no setting of uvicorn or h11 bounds it, hence
+    this subclass. The deadline is armed when the connection opens and again after each response: a keep-alive
+    connection's next request gets the same ``seconds``, and so does the rest of a body the app stopped reading
+    (after a 408 or 413), which h11 would otherwise drain byte by byte for ever. The connection is closed when no
+    new request has begun by then. The body has its own deadline in the app (``ServeConfig.body_timeout_s``)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderTimeoutH11Protocol(H11Protocol):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self.headers_timer = self.loop.call_later(seconds, self.headers_late)
+            self.headers_timer = None
+            self._arm()
 
-        def headers_late(self) -> None:
-            if self.cycle is None and not self.transport.is_closing():
+        def _arm(self) -> None:
+            """(Re)start the deadline for the next request: it is met when a new cycle (a request whose headers
+            are complete) replaces the one current now (None on a fresh connection)."""
+            if self.headers_timer is not None:
+                self.headers_timer.cancel()
+            waiting_after = self.cycle
+            self.headers_timer = self.loop.call_later(seconds, self.headers_late, waiting_after)
+
+        def headers_late(self, waiting_after=None) -> None:
+            if self.cycle is waiting_after and not self.transport.is_closing():
                 self.transport.close()
 
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # may start a pipelined request at once: then its cycle is current
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self._arm()
+
         def connection_lost(self, exc) -> None:
-            self.headers_timer.cancel()
+            if self.headers_timer is not None:
+                self.headers_timer.cancel()
             super().connection_lost(exc)
 
     return HeaderTimeoutH11Protocol

@@ -334,7 +334,7 @@ def test_long_questions_are_refused_before_they_are_queued(world):
 
 def test_slow_clients_are_cut_off_headers_and_body(world):
     config = ServeConfig(model_name="tiny-run", api_key=KEY, chip=world["settings"], body_timeout_s=0.3,
-                         header_timeout_s=0.3, default_max_tokens=4, max_tokens=8)
+                         header_timeout_s=1.0, default_max_tokens=4, max_tokens=8)
     app = make_app(world["model"], config)
     try:
         with BackgroundServer(app) as port:
@@ -345,15 +345,57 @@ def test_slow_clients_are_cut_off_headers_and_body(world):
                 started = time.monotonic()
                 assert slow.recv(1024) == b"" and time.monotonic() - started < 3  # closed by the server
             assert request(port, "GET", "/health", token=None)[0] == 200  # others are served
-            def trickle():
+            # keep-alive: one request answered, then the next one's headers trickled a byte at a time
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+                slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                reply = b""
+                while b"\r\n\r\n" not in reply or len(reply.partition(b"\r\n\r\n")[2]) < int(
+                        reply.lower().partition(b"content-length: ")[2].split(b"\r\n")[0] or 10**9):
+                    reply += slow.recv(4096)
+                assert reply.startswith(b"HTTP/1.1 200")
+                started = time.monotonic()
+                assert _trickled_until_closed(slow, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200,
+                                              limit=4.0)
+                assert time.monotonic() - started < 3
+            # a body trickled past its 408: the rest, which the app no longer reads, gets the same deadline
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+                slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                             b"Authorization: Bearer " + KEY.encode() + b"\r\n\r\n{")
+                assert slow.recv(4096).startswith(b"HTTP/1.1 408")
+                started = time.monotonic()
+                assert _trickled_until_closed(slow, b" " * 1000, limit=4.0)
+                assert time.monotonic() - started < 3
+
+            def trickle():  # the rest comes after the 408 (0.3 s) and before the header deadline closes (1.3 s)
                 yield b'{"messages": '
-                time.sleep(1.0)
+                time.sleep(0.8)
                 yield b"[]}"
 
             status, body, _ = request(port, body=trickle(), headers={"Transfer-Encoding": "chunked"})
             assert status == 408 and body["error"]["code"] == "body_timeout"
     finally:
         app.state.batcher.close()
+
+
+def _trickled_until_closed(sock, data: bytes, limit: float) -> bool:
+    """Send ``data`` a byte every 20 ms until the server closes the connection (True) or ``limit`` s pass."""
+    import select
+
+    deadline = time.monotonic() + limit
+    for byte in data:
+        if time.monotonic() > deadline:
+            return False
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:  # reset or broken pipe: closed
+            return True
+        if select.select([sock], [], [], 0.02)[0]:
+            try:
+                if sock.recv(4096) == b"":
+                    return True
+            except OSError:
+                return True
+    return False
 
 
 def test_concurrent_decodes_share_one_pixel_budget():
