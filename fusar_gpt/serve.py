@@ -118,6 +118,7 @@ def make_app(model, config: ServeConfig):
     check = InputProcessor(model.processor, train=False).check_text  # the batcher's own rule, before queueing
     tokenizer = model.processor.tokenizer
     budget = PixelBudget(config.max_image_pixels)  # concurrent decodes share one maximum-size image's pixels
+    app.state.budget = budget
 
     def check_question(question: str) -> None:
         """Refused before it is queued: one long question makes every batch it joins slow for everyone (measured:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
+import re
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from .chip import InputTooLarge, load_chip
 from .geo import GeoError, check_bbox
 from .geo.anchors import Anchors
-from .serve_limits import Busy, PixelBudget, header_pixels
+from .serve_limits import Busy, PixelBudget, header_size
 
+log = logging.getLogger("fusar_gpt.serve")
 YEARS = (1900, 2100)  # as the AEF store: a year outside is a typo, not a request for the nearest year
 
 
@@ -204,9 +207,73 @@ def under_root(name: str, root) -> Path:
     return real
 
 
+class AEFUnavailable(Exception):
+    """The server's own AEF data could not be read (a corrupt tile, an unreachable remote root): a 503 whose message
+    names no path; the full message goes to the server log."""
+
+
+_SERVER_AEF = re.compile(r"\bAEF (tile|index)\b")
+
+
+class _GuardedStore:
+    """The server's AEF store as :func:`~fusar_gpt.chip.load_chip` sees it during a request. What goes wrong while it
+    reads its own tiles is the server's problem, not the client's: a corrupt tile answered ``400 "cannot read AEF
+    tile /srv/aef/2024/31N/tile.tiff"``, blaming the client and showing the AEF root. A place or year the client got
+    wrong (a footprint off the globe) stays the client's 400."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def sample(self, *args, **kwargs):
+        return self._guard(self._store.sample, args, kwargs)
+
+    def sample_raster(self, *args, **kwargs):
+        return self._guard(self._store.sample_raster, args, kwargs)
+
+    def _guard(self, read, args, kwargs):
+        from .geo.aef_http import RemoteError
+
+        try:
+            return read(*args, **kwargs)
+        except RemoteError as err:
+            raise AEFUnavailable(str(err)) from None
+        except GeoError as err:
+            if _SERVER_AEF.search(str(err)) or str(self._store.root) in str(err):
+                raise AEFUnavailable(str(err)) from None
+            raise
+        except Exception as err:  # a reader's own error class (rasterio, OS) from the server's files
+            raise AEFUnavailable(f"{type(err).__name__}: {err}") from None
+
+
+_UPLOAD_TEMP = re.compile(r"fusar-upload-\w+\.\w+")           # chip._as_file's temporary copy of an upload
+_ABS_PATH = re.compile(r"(?<![\w.>~/-])/[\w.+@-]+(?:/[\w.+@-]*)*")  # an absolute path, not a URL's // or a/b
+
+
+def client_message(message: str, config, name: str) -> str:
+    """A reader's error as the client may see it: one line, the image named as the client sent it (``name``),
+    and no server path. The temporary file of an upload leaks through GDAL/libtiff messages by its basename
+    (``fusar-upload-lnmpk952.tif: TIFFReadDirectory...``), the image root by its folders, and any other file by an
+    absolute path; each is replaced here, in the server layer, whatever the reader below wrote."""
+    message = " ".join(str(message).split())
+    if config.image_root:  # the client's own path, relative to the root it cannot see
+        for root in {str(Path(config.image_root).resolve()), str(Path(config.image_root).absolute())}:
+            message = message.replace(root, "<image root>")
+    message = _UPLOAD_TEMP.sub(name, message)
+    return _ABS_PATH.sub("<server path>", message)
+
+
+# A busy decode budget is answered 503 (retry shortly) this long before the request's own 504 would be.
+BUSY_MARGIN_S = 0.25
+
+
 def prepare_request(req: dict, config, budget: PixelBudget | None = None, timeout: float = 0.0):
-    """The request's :class:`~fusar_gpt.chip.ModelChip` (runs in a worker thread: it reads files). With a
-    ``budget``, the decoding waits up to ``timeout`` s for its pixels (503 when they cannot be had)."""
+    """The request's :class:`~fusar_gpt.chip.ModelChip` (runs in a worker thread: it reads files). The image's
+    size is read from its header first: above ``config.max_image_pixels`` is a 413 at once; otherwise, with a
+    ``budget``, the decoding waits up to ``timeout`` s for its pixels (the whole budget when the header does not
+    tell them; 503 when they cannot be had)."""
     geo = dict(req["geo"])
     if geo.get("anchors_path"):
         geo["anchors"] = under_root(geo.pop("anchors_path"), config.image_root)
@@ -214,19 +281,27 @@ def prepare_request(req: dict, config, budget: PixelBudget | None = None, timeou
         raise _bad("this server has no AEF store: send anchors, or no_aef: true", "no_aef_store")
     image = req["image"]
     path = None if "data" in image else under_root(image["path"], config.image_root)
+    name = "uploaded image" if path is None else image["path"]
+    store = None if config.store is None else _GuardedStore(config.store)
     try:
-        with (budget.reserve(header_pixels(path, image.get("data")), timeout) if budget else nullcontext()):
+        size = header_size(path, image.get("data"))
+        pixels = None if size is None else size[0] * size[1]
+        if pixels is not None and pixels > config.max_image_pixels:
+            raise InputTooLarge(f"{name}: {size[0]}x{size[1]} pixels is above this server's cap of "
+                                f"{config.max_image_pixels}")
+        with (budget.reserve(pixels, max(timeout - BUSY_MARGIN_S, 0.0)) if budget else nullcontext()):
             if path is None:
-                return load_chip("uploaded image", config.chip, data=image["data"], store=config.store,
+                return load_chip(name, config.chip, data=image["data"], store=store,
                                  max_pixels=config.max_image_pixels, **geo)
-            return load_chip(path, config.chip, name=image["path"], store=config.store,
-                             max_pixels=config.max_image_pixels, **geo)
+            return load_chip(path, config.chip, name=name, store=store, max_pixels=config.max_image_pixels, **geo)
     except Busy as err:
         raise ApiError(503, str(err), "server_busy", {"Retry-After": "1"}) from None
+    except AEFUnavailable as err:
+        log.error("AEF store error on %s: %s", name, err)
+        raise ApiError(503, "the server could not read its AEF data for this image's place and year (a server-side "
+                            "problem, logged); retry later, or send anchors or no_aef", "aef_unavailable",
+                       {"Retry-After": "60"}) from None
     except InputTooLarge as err:
-        raise ApiError(413, str(err), "image_too_large") from None
+        raise ApiError(413, client_message(str(err), config, name), "image_too_large") from None
     except (ValueError, FileNotFoundError) as err:
-        message = " ".join(str(err).split())
-        if config.image_root:  # never show the server's own folders
-            message = message.replace(str(Path(config.image_root).resolve()), "<image root>")
-        raise _bad(message) from None
+        raise _bad(client_message(str(err), config, name)) from None

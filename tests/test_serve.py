@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import rasterio
 from PIL import Image
 
 from fusar_gpt.__main__ import main
@@ -36,6 +37,7 @@ from .infer_helpers import (
     request,
     utm_scene,
 )
+from .test_bad_inputs import sparse_tif
 
 
 @pytest.fixture(scope="module")
@@ -420,3 +422,71 @@ def test_concurrent_decodes_share_one_pixel_budget():
     with budget.reserve(100, timeout=1), pytest.raises(Busy), budget.reserve(1, timeout=0.05):
         pass
     assert header_pixels(data=png_bytes(np.zeros((30, 40), np.uint8))) == 1200
+
+
+def _tif_url(path) -> str:
+    return "data:image/tiff;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_uploads_pil_cannot_parse_take_their_pixels_from_the_budget(world, tmp_path):
+    """SAR TIFFs PIL cannot parse (complex, 2-band int16) counted 0 pixels, so they took nothing from the decode
+    budget (four concurrent 14 KB complex64 uploads of 10000 x 10000 px: 0.4 -> 7.9 GB). Their size now comes from
+    GDAL's GTiff driver: above the cap is a 413 at once, below it the upload waits for its pixels."""
+    for dtype, count in (("complex64", 1), ("int16", 2)):
+        assert header_pixels(data=sparse_tif(tmp_path / f"{dtype}.tif", 500, dtype, count).read_bytes()) == 250_000
+    assert header_pixels(data=b"II*\x00" + b"\x07" * 300) is None  # unknown: the whole budget is reserved
+    big = chat_body(_tif_url(sparse_tif(tmp_path / "big.tif", 2000, "complex64")), no_aef=True)
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: request(world["port"], body=big), range(4)))
+    assert time.monotonic() - started < 5
+    for status, body, _ in results:
+        assert status == 413 and body["error"]["code"] == "image_too_large", body
+        assert "2000x2000" in body["error"]["message"]
+    rng = np.random.default_rng(0)
+    small = tmp_path / "small.tif"
+    with rasterio.open(small, "w", driver="GTiff", width=200, height=200, count=1, dtype="complex64",
+                       crs="EPSG:32631", transform=rasterio.Affine(10, 0, 500_000, 0, -10, 4_800_000)) as ds:
+        ds.write((rng.normal(size=(1, 200, 200)) + 1j * rng.normal(size=(1, 200, 200))).astype(np.complex64))
+    body = chat_body(_tif_url(small), no_aef=True, max_tokens=4)
+    config = ServeConfig(model_name="tiny-run", api_key=KEY, chip=world["settings"], timeout_s=1.5,
+                         max_image_pixels=600 * 600, default_max_tokens=4, max_tokens=8)
+    app = make_app(world["model"], config)
+    try:
+        with BackgroundServer(app) as port:
+            with app.state.budget.reserve(600 * 600 - 1000, timeout=1):  # 1000 px free: not enough for 200 x 200
+                status, answer, headers = request(port, body=body)
+            assert status == 503 and answer["error"]["code"] == "server_busy" and headers.get("retry-after")
+            status, answer, _ = request(port, body=body)  # the budget free again: decoded and answered
+            assert status == 200, answer
+    finally:
+        app.state.batcher.close()
+
+
+def test_a_corrupt_aef_tile_is_the_servers_503_naming_no_path(world, tmp_path, caplog):
+    aef = make_aef(tmp_path / "aef")
+    store = AEFStore(aef, cache_dir=False)
+    tile = aef / str(YEAR) / "31N" / "tile.tiff"
+    tile.write_bytes(tile.read_bytes()[:300_000])  # the header intact, the blocks cut off
+    config, kept = world["app"].state.config, world["app"].state.config.store
+    config.store = store
+    try:
+        status, body, headers = request(world["port"], body=chat_body(data_url(noise_image(4)),
+                                                                      bbox=list(world["bbox"]), year=YEAR))
+    finally:
+        config.store = kept
+    message = body["error"]["message"]
+    assert status == 503 and body["error"]["code"] == "aef_unavailable" and "AEF" in message, body
+    assert str(tmp_path) not in message and "/tmp" not in message and "tile.tiff" not in message
+    assert "cannot read AEF tile" in caplog.text and str(tile) in caplog.text  # the whole story is in the log
+
+
+def test_temp_upload_names_and_server_paths_never_reach_the_client(world):
+    """libtiff names the temporary copy of an upload by its basename ('fusar-upload-lnmpk952.tif: TIFFRead...'),
+    which chip.py cannot scrub; the server layer replaces it with the name the client knows."""
+    for raw in (b"II*\x00" + b"\x07" * 300, b"II*\x00" + (10**6).to_bytes(4, "little")):
+        status, body, _ = request(world["port"], body=chat_body("data:image/tiff;base64," +
+                                                                base64.b64encode(raw).decode(), no_aef=True))
+        message = body["error"]["message"]
+        assert status == 400 and "uploaded image" in message and "TIFFReadDirectory" in message, body
+        assert "fusar-upload" not in message and "/tmp" not in message and ".tif" not in message
