@@ -328,10 +328,14 @@ def test_long_questions_are_refused_before_they_are_queued(world):
             statuses = list(pool.map(lambda b: request(port, body=b)[0], [normal] * 10 + [huge] * extra))
         return time.monotonic() - started, statuses
 
+    ten(0)  # warm: the first batch of a fresh shape is slower than the rest
     alone, ok = ten(0)
     beside, mixed = ten(2)
     assert ok == [200] * 10 and mixed == [200] * 10 + [400] * 2
-    assert beside < 2 * alone + 1.0, (alone, beside)
+    # "answered in the time they take alone": the 2 MB bodies cost their upload and a length check, nothing in the
+    # model; 1.5x + 0.5 s is the noise of two cores shared with a training job (measured 0.98x-1.37x, 5 runs)
+    assert beside <= 1.5 * alone + 0.5, (alone, beside)
+    print(f"ten requests: {alone:.2f} s alone, {beside:.2f} s beside two 2 MB questions")
 
 
 def test_slow_clients_are_cut_off_headers_and_body(world):
