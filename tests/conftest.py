@@ -1,11 +1,17 @@
-"""Shared fixtures: a real tiny Qwen2.5-VL saved to disk and loaded back with from_pretrained."""
+"""Shared fixtures: a real tiny Qwen2.5-VL saved to disk and loaded back with from_pretrained, and the quick demo's
+runs (models that ``train`` made)."""
 
 from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stdout
 
 import numpy as np
 import pytest
 import torch
 
+from fusar_gpt.__main__ import main
 from fusar_gpt.model.backbone import load_backbone, make_backbone
 
 
@@ -19,6 +25,18 @@ def tiny(tiny_dir):
     """(model, processor) loaded through the same loader real weights use."""
     torch.manual_seed(0)
     return load_backbone(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """The whole demo path (synth, build, stage 0, 2 x 2 stages, eval, compare) at toy scale, through the CLI:
+    ``(folder, summary)``. Session-wide because training is the slow part: the CLI, demo and chip-spec tests share
+    its runs (frame 224, as ``train`` writes them); a test that changes one works on a copy."""
+    out = tmp_path_factory.mktemp("demo")
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["demo", "--quick", "--out", str(out), "--json"]) == 0
+    return out, json.loads(buf.getvalue().strip().splitlines()[-1])
 
 
 def random_image(h: int, w: int, seed: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from fusar_gpt.data.build import BuildConfig, build
 from fusar_gpt.data.dataset import ManifestDataset, load_manifest
 from fusar_gpt.geo.aef import AEFStore
 from fusar_gpt.geo.anchors import Anchors
+from fusar_gpt.model.fusar import FusarGPT
 from fusar_gpt.serve import ServeConfig
 from fusar_gpt.serve_api import prepare_request
 
@@ -93,38 +94,58 @@ def _ask(run, scene, aef, capsys) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_a_run_answers_the_same_from_any_directory_and_without_its_dataset(run_224, tmp_path, monkeypatch, capsys):
-    run, scene, aef = run_224
+def _trained_copy(quick_demo, root):
+    """A copy of the quick demo's FUSAR-GPT run (``train`` made it, at frame 224) and of its dataset, the copy's
+    config.yaml naming the dataset copy: the shared fixture stays untouched whatever the test deletes."""
+    out, _ = quick_demo
+    run, ds = root / "run", root / "dataset"
+    shutil.copytree(out / "fusar-gpt" / "stage2", run)
+    shutil.copytree(out / "dataset", ds)
+    config = (run / "config.yaml").read_text()
+    assert str((out / "dataset").resolve()) in config  # train recorded where its data came from
+    (run / "config.yaml").write_text(config.replace(str((out / "dataset").resolve()), str(ds.resolve())))
+    return run, ds, out / "world"
+
+
+def test_a_trained_run_answers_the_same_from_any_directory_after_its_dataset_is_deleted(quick_demo, tmp_path,
+                                                                                       monkeypatch, capsys):
+    run, ds, world = _trained_copy(quick_demo, tmp_path)
     spec = read_spec(run)
-    assert spec.frame == 224 and spec.stretch == (-25.0, 5.0)
-    assert load_chip(scene, spec, no_aef=True).image.shape == (224, 224)
+    assert spec.frame == 224 and spec == ChipSpec.from_dict(json.loads((ds / "build.json").read_text())["chip"])
+    scene = sorted((world / "images").glob("*.tif"))[0].resolve()
+    aef = (world / "aef").resolve()
+    sizes = []
+    answer = FusarGPT.answer
+
+    def spy(self, images, *args, **kwargs):
+        sizes.extend(np.asarray(im).shape[:2] for im in images)
+        return answer(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(FusarGPT, "answer", spy)
     before = _ask(run, scene, aef, capsys)
-    dataset = run.parent / "ds"
-    hidden = run.parent / "ds-hidden"
-    dataset.rename(hidden)
-    try:
-        elsewhere = tmp_path / "elsewhere"
-        elsewhere.mkdir()
-        monkeypatch.chdir(elsewhere)
-        after = _ask(run, scene, aef, capsys)
-    finally:
-        hidden.rename(dataset)
-    assert after == before
+    shutil.rmtree(ds)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    after = _ask(run, scene, aef, capsys)
+    assert not ds.exists() and after == before and "answer" in before
+    assert sizes == [(224, 224)] * 2  # the image went in at the run's frame, both times
 
 
-def test_a_model_without_chip_json_is_refused_in_one_line_before_any_weight_loads(run_224, tmp_path, capsys):
-    run, scene, aef = run_224
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
-    (copy / CHIP_FILE).unlink()
-    (copy / "tlm.safetensors").unlink()  # loading any weight first would fail on this instead
-    assert main(["ask", str(copy), str(scene), "How many ships?", "--aef", str(aef)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no chip.json" in err[0] and "fusar-gpt chip-spec" in err[0] and "tlm" not in err[0]
-    for command in (["detect-scene", str(copy), str(scene), "--out", str(tmp_path / "d.geojson"), "--no-aef"],
-                    ["export", str(copy), "--merge", str(tmp_path / "exp")]):
-        assert main(command) == 2
-        assert "no chip.json" in capsys.readouterr().err
+def test_a_model_without_chip_json_is_refused_in_one_line_before_any_weight_loads(quick_demo, tmp_path, capsys):
+    run, ds, world = _trained_copy(quick_demo, tmp_path)
+    scene = sorted((world / "images").glob("*.tif"))[0]
+    (run / CHIP_FILE).unlink()
+    (run / "tlm.safetensors").unlink()  # loading any weight first would fail on this instead
+    for command in (["ask", str(run), str(scene), "How many ships?", "--aef", str(world / "aef")],
+                    ["eval", "--run", str(run), "--manifest", str(ds), "--out", str(tmp_path / "ev")],
+                    ["detect-scene", str(run), str(scene), "--out", str(tmp_path / "d.geojson"), "--no-aef"],
+                    ["export", str(run), "--merge", str(tmp_path / "exp")]):
+        assert main(command) == 2, command[0]
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no chip.json" in err[0] and "fusar-gpt chip-spec" in err[0], (command[0], err)
+        assert "tlm" not in err[0], command[0]
+    assert not (tmp_path / "d.geojson").exists() and not (tmp_path / "exp").exists()
 
 
 def test_chip_spec_command_shows_adds_and_guards_the_spec(run_224, tmp_path, capsys):

@@ -56,19 +56,6 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert err.startswith("fusar-gpt import-official: error:") and "\n" not in err
 
 
-@pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
-    """The whole demo path (synth, build, stage 0, 2 x 2 stages, eval, compare) at toy scale, through the CLI."""
-    import io
-    from contextlib import redirect_stdout
-
-    out = tmp_path_factory.mktemp("demo")
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert main(["demo", "--quick", "--out", str(out), "--json"]) == 0
-    return out, json.loads(buf.getvalue().strip().splitlines()[-1])
-
-
 def test_quick_demo_runs_the_whole_pipeline(quick_demo):
     out, summary = quick_demo
     lines = (out / "dataset" / "manifest.jsonl").read_text().splitlines()
