@@ -10,10 +10,14 @@ networks do, so that retries and error messages are tested against the real clie
 - ``drop_first[path] = n``: the first n GETs for ``path`` send the headers and half the body, then
   the connection is closed (a dropped connection mid-body);
 - ``slow = s``: every response waits s seconds first;
+- ``slow_first[path] = n``: the first n requests for ``path`` wait ``slow_first_s`` seconds first (a
+  client with a shorter timeout gives up on them, and its retries are answered at once);
 - ``missing`` / ``forbidden``: paths answered 404 / 403 although the file exists.
 
-Every request is logged (method, path, range, status, body bytes sent) so tests and the benchmark can
-count what went over the wire. Paths are relative to the served folder (``2024/31N/t.tiff``).
+Every request is logged (method, path, range, status, body bytes sent, whether it was signed) so tests and
+the benchmark can count what went over the wire. Paths are relative to the served folder
+(``2024/31N/t.tiff``). Signatures are not checked: an S3 client (GDAL's ``/vsis3/`` with
+``AWS_S3_ENDPOINT`` pointed here) reads it as an anonymous public bucket, signed or not.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class Faults:
     fail_first: dict[str, int] = field(default_factory=dict)
     drop_first: dict[str, int] = field(default_factory=dict)
     slow: float = 0.0
+    slow_first: dict[str, int] = field(default_factory=dict)
+    slow_first_s: float = 1.0
     missing: set[str] = field(default_factory=set)
     forbidden: set[str] = field(default_factory=set)
 
@@ -48,6 +54,7 @@ class Hit:
     range: str | None
     status: int
     sent: int
+    signed: bool = False  # an ``Authorization`` header came with it (an S3 client with credentials)
 
 
 class BucketServer:
@@ -124,6 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         if faults.slow:
             time.sleep(faults.slow)
+        if srv._take(faults.slow_first, rel):
+            time.sleep(faults.slow_first_s)
         if srv._take(faults.fail_first, rel):
             return self._status(503, rel, rng, body, "Slow Down")
         if rel in faults.missing:
@@ -139,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(416)
             self.send_header("Content-Range", f"bytes */{size}")
             self.send_header("Content-Length", "0")
-            srv._record(Hit(self.command, rel, rng, 416, 0))
+            srv._record(Hit(self.command, rel, rng, 416, 0, self._signed()))
             return self.end_headers()
         with open(target, "rb") as fh:
             if ranges is None:
@@ -171,11 +180,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         # logged before the headers go out, so that a client that has its answer finds it in the log
         if not body:
-            srv._record(Hit(self.command, rel, rng, status, 0))
-            return self.end_headers()
+            srv._record(Hit(self.command, rel, rng, status, 0, self._signed()))
+            with contextlib.suppress(OSError):  # a client that timed out has gone
+                self.end_headers()
+            return
         if srv._take(faults.drop_first, rel):
             half = payload[: max(len(payload) // 2, 1)]
-            srv._record(Hit(self.command, rel, rng, -status, len(half)))  # negative: dropped
+            srv._record(Hit(self.command, rel, rng, -status, len(half), self._signed()))  # negative: dropped
             with contextlib.suppress(OSError):
                 self.end_headers()
                 self.wfile.write(half)
@@ -183,10 +194,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
-        srv._record(Hit(self.command, rel, rng, status, len(payload)))
+        srv._record(Hit(self.command, rel, rng, status, len(payload), self._signed()))
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.end_headers()
             self.wfile.write(payload)
+
+    def _signed(self) -> bool:
+        return "Authorization" in self.headers
 
     def _status(self, code: int, rel: str, rng, body: bool, s3_code: str) -> None:
         msg = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{s3_code}</Code>"
@@ -196,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(msg)))
         if code == 503:
             self.send_header("Retry-After", "0")
-        self.owner._record(Hit(self.command, rel, rng, code, len(msg) if body else 0))
+        self.owner._record(Hit(self.command, rel, rng, code, len(msg) if body else 0, self._signed()))
         self.end_headers()
         if body:
             with contextlib.suppress(OSError):

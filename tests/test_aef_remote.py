@@ -439,3 +439,87 @@ def test_coverage_reports_share_year_and_class_per_image_and_a_summary(server, b
     assert rc == 0 and len(got["images"]) == 1 and got["problems"][0]["image"] == "images/p.png"
     rc, _, err = _cli(capsys, "aef", "coverage", "--manifest", str(tmp_path / "nope"), "--aef", str(bucket))
     assert rc == 2 and "no manifest.jsonl" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- s3:// roots: anonymous unless the user has keys
+def test_s3_roots_are_read_anonymously_unless_credentials_are_configured(server, bucket, tmp_path, monkeypatch):
+    """GDAL's /vsis3/ pointed at the loopback server (path-style, plain HTTP): the same tile reads without any
+    account, unsigned; with the user's keys GDAL signs and nothing of ours overrides them."""
+    import shutil
+
+    from fusar_gpt.geo import GeoError
+    from fusar_gpt.geo.aef_index import gdal_options
+    from fusar_gpt.geo.aef_read import TileReader
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+              "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_NO_SIGN_REQUEST", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.aws here
+    assert gdal_options("s3://b/2024/31N/t.tiff") == gdal_options("/vsis3/b/t.tiff") == {"AWS_NO_SIGN_REQUEST": "YES"}
+    assert gdal_options("gs://alphaearth_foundations/x.tiff") == gdal_options(str(bucket)) == {}
+    monkeypatch.setenv("AWS_S3_ENDPOINT", server.url.removeprefix("http://"))
+    monkeypatch.setenv("AWS_HTTPS", "NO")
+    monkeypatch.setenv("AWS_VIRTUAL_HOSTING", "FALSE")
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    rel = one_tile(bucket)
+    win = Window(30, 40, 100, 90)
+    with rasterio.open(bucket / rel) as ds:
+        want = ds.read(window=win)
+    tile = TileReader(f"s3://aef/v1/annual/{rel}")  # the server's folder aef/ as the bucket
+    try:
+        assert np.array_equal(tile.read(win), want)
+    finally:
+        tile.close()
+    hits = server.hits(f"aef/v1/annual/{rel}")
+    assert hits and not any(h.signed for h in hits)
+    # the user's own credentials: ours stay out of the way and GDAL signs (another file: GDAL caches per file)
+    copy = Path(rel).with_name("copy.tiff").as_posix()
+    shutil.copyfile(bucket / rel, bucket / copy)
+    try:
+        for env in ({"AWS_PROFILE": "mine"}, {"AWS_NO_SIGN_REQUEST": "NO"}):
+            with monkeypatch.context() as m:
+                for k, v in env.items():
+                    m.setenv(k, v)
+                assert gdal_options(f"s3://aef/v1/annual/{copy}") == {}
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
+        assert gdal_options(f"s3://aef/v1/annual/{copy}") == {}
+        server.reset()
+        tile = TileReader(f"s3://aef/v1/annual/{copy}")
+        try:
+            assert np.array_equal(tile.read(win), want)
+        finally:
+            tile.close()
+        assert server.hits(f"aef/v1/annual/{copy}") and all(h.signed for h in server.hits(f"aef/v1/annual/{copy}"))
+        (tmp_path / "home" / ".aws").mkdir(parents=True)
+        (tmp_path / "home" / ".aws" / "credentials").write_text("[default]\n")
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        assert gdal_options("s3://b/t.tiff") == {}  # a shared credentials file counts too
+    finally:
+        (bucket / copy).unlink()
+    # a remote root without an index: the error names the CLI flag
+    with pytest.raises(GeoError, match="pass --index ") as err:
+        AEFStore("s3://aef/v1/annual", cache_dir=False)
+    assert "index=" not in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- ask over HTTP
+def test_ask_cli_answers_from_an_http_root_as_from_its_local_copy(tiny_dir, tmp_path, capsys):
+    import json
+
+    from fusar_gpt.__main__ import main
+    from tests.infer_helpers import make_aef, make_run, utm_scene
+
+    run = make_run(tmp_path, tiny_dir, frame=56, grid=4)
+    aef = make_aef(tmp_path / "aef")
+    scene = utm_scene(tmp_path / "utm_20240501.tif")
+    q = "How many ships are in this image?"
+    got = {}
+    with serve(aef) as srv:
+        index = write_url_index(aef, srv.url, into=tmp_path / "index")
+        for name, flags in (("local", ["--aef", str(aef)]), ("http", ["--aef", srv.url, "--aef-index", str(index)])):
+            assert main(["ask", str(run), str(scene), q, *flags, "--max-new-tokens", "4", "--json"]) == 0
+            got[name] = json.loads(capsys.readouterr().out)
+        assert srv.hits(status=206)  # the http root was read over HTTP
+    assert got["http"]["valid_anchors"] == got["local"]["valid_anchors"] == 16
+    assert got["http"]["answer"] == got["local"]["answer"] and got["http"]["aef_year"] == got["local"]["aef_year"]

@@ -49,6 +49,29 @@ def gdal_path(path: str) -> str:
     return path
 
 
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                  "AWS_NO_SIGN_REQUEST")
+
+
+def gdal_options(path: str) -> dict[str, str]:
+    """GDAL configuration a tile at ``path`` is read under. ``s3://`` (``/vsis3/``) paths are read anonymously
+    (``AWS_NO_SIGN_REQUEST=YES``): the public bucket needs no account, and GDAL would otherwise look for
+    credentials, find none and fail. Not when the user has configured any (``CREDENTIAL_ENV``, or a shared
+    credentials file): a private mirror must be read with them, and their own ``AWS_NO_SIGN_REQUEST`` wins.
+    ``gs://`` needs nothing here: Google's bucket is requester-pays, so GDAL's own ``GS_USER_PROJECT`` (and
+    credentials) must come from the user's environment, which GDAL reads itself."""
+    p = str(path)
+    if not p.startswith(("s3://", "/vsis3/")):
+        return {}
+    if any(os.environ.get(k) for k in CREDENTIAL_ENV):
+        return {}
+    shared = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(os.path.expanduser("~"), ".aws",
+                                                                           "credentials")
+    if os.path.isfile(shared):
+        return {}
+    return {"AWS_NO_SIGN_REQUEST": "YES"}
+
+
 def default_cache_dir() -> Path:
     env = os.environ.get("FUSAR_GPT_CACHE")
     if env:
@@ -282,8 +305,8 @@ def load_index(root: str, index: str | None = None, cache_dir: Path | None = Non
             tiles.save_npz(cache_file)
         return tiles
     if is_remote(root):
-        raise GeoError(f"AEF root {root} is remote: pass index=LOCAL_COPY_OF/aef_index.parquet (headers of a "
-                       f"remote bucket are not scanned)")
+        raise GeoError(f"AEF root {root} is remote: pass --index LOCAL_COPY_OF/aef_index.parquet (--aef-index in "
+                       f"build, ask and serve; headers of a remote bucket are not scanned)")
     if not os.path.isdir(root):
         raise GeoError(f"AEF root {root} is not a directory")
     return scan_tiles(root, cache_dir, progress=progress)
@@ -313,8 +336,8 @@ def _fetch_root_index(root: str, cache_dir, http) -> str:
         except RemoteError as err:
             if err.status != 404:
                 raise
-    raise GeoError(f"AEF root {root} has no {' or '.join(INDEX_NAMES)} (HTTP 404): pass index=LOCAL_COPY "
-                   f"(--index) of the bucket's aef_index.parquet")
+    raise GeoError(f"AEF root {root} has no {' or '.join(INDEX_NAMES)} (HTTP 404): pass --index (--aef-index in "
+                   f"build, ask and serve) with a local copy or the URL of the bucket's aef_index.parquet")
 
 
 def _exists(path: str) -> bool:

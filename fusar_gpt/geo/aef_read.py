@@ -2,14 +2,16 @@
 
 Kinds: a bucket COG (int8, bottom-up, nodata -128) or an Earth Engine export (a GeoTIFF with bands
 A00..A63, float32 de-quantised values or int8 codes, north-up, any CRS and tiling). Places: a local
-file, a GDAL virtual path (``/vsis3/...``), or an ``http(s)://`` URL read through
-:mod:`.aef_http` (checked, retried range reads; GDAL's ``/vsicurl/`` is not used for those, see there).
+file, a GDAL virtual path (``/vsis3/...``, ``s3://``, ``gs://``; s3 read anonymously unless the user has
+credentials, see ``aef_index.gdal_options``), or an ``http(s)://`` URL read through :mod:`.aef_http`
+(checked, retried range reads; GDAL's ``/vsicurl/`` is not used for those, see there).
 
 Exports are checked band by band (``aef_codes.band_order``) and re-ordered by band name when needed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -17,7 +19,7 @@ import numpy as np
 from . import GeoError
 from .aef_codes import NODATA, band_order, dequantize
 from .aef_http import HttpClient, RemoteError, block_ranges, is_http, open_http
-from .aef_index import gdal_path
+from .aef_index import gdal_options, gdal_path
 from .transforms import crs_key, map_to_pixel
 
 
@@ -28,8 +30,9 @@ class TileReader:
         import rasterio
 
         self.path, self.remote = str(path), None
+        self.options = gdal_options(self.path)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), self._env():
                 warnings.simplefilter("ignore")  # GDAL notes the bucket's positive y pixel size: that is the layout
                 if is_http(self.path):
                     self.ds, self.remote = open_http(self.path, http or HttpClient())
@@ -60,22 +63,38 @@ class TileReader:
         col, row = map_to_pixel(self.ds.transform, x, y)
         return np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
 
-    def read(self, window):
-        """The raw window ``[64, h, w]`` (int8 codes or floats) in the A00..A63 order."""
+    def read(self, window, keep: bool = False):
+        """The raw window ``[64, h, w]`` (int8 codes or floats) in the A00..A63 order. Over HTTP the fetched
+        blocks are dropped after the read unless ``keep`` (a pull keeps a block that a later window of the same
+        tile shares, and drops it with :meth:`release`)."""
         if self.remote is not None:  # every block the window needs, fetched at once, before GDAL decodes
             self.remote.prefetch(block_ranges(self.ds, window, self.order))
         try:
-            data = self.ds.read(self.order, window=window)
+            with self._env():
+                data = self.ds.read(self.order, window=window)
         except Exception as err:  # GDAL reports a failed remote read as a generic read error
             if self.remote is not None:
                 self.remote.check()
             raise GeoError(f"cannot read AEF tile {self.path}: {str(err).splitlines()[0]}") from None
         finally:
-            if self.remote is not None:
+            if self.remote is not None and not keep:
                 self.remote.release()
         if self.remote is not None:
             self.remote.check()
         return data
+
+    def release(self, ranges=None) -> None:
+        """Drop blocks kept by ``read(..., keep=True)``: the ``(offset, length)`` ranges given, or all."""
+        if self.remote is not None:
+            self.remote.release(ranges)
+
+    def _env(self):
+        """GDAL's configuration for this tile (anonymous s3), in force around every open and read (whenever GDAL
+        may make a request), and only there: a process-wide setting would change how the user's other GDAL
+        reads are signed."""
+        import rasterio
+
+        return rasterio.Env(**self.options) if self.options else contextlib.nullcontext()
 
     def decode(self, raw: np.ndarray) -> np.ndarray:
         """float32 of raw ``[64, ...]`` values (as :meth:`read` gives, or picked from it); NaN where there is no
