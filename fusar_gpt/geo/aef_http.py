@@ -11,7 +11,9 @@ with exponential backoff and counted; 403 and 404 are one-line errors naming the
 GDAL still does all TIFF decoding: it reads through :class:`RemoteTile` (rasterio's ``opener=``). Small
 header reads are served from 64 KiB chunks; before a window is decoded, :meth:`RemoteTile.prefetch`
 fetches every block the window needs (their offsets come from GDAL's ``BLOCK_OFFSET_x_y`` items) in
-parallel, so a 64-band window costs one round trip instead of 64 sequential ones.
+parallel, so a 64-band window costs one round trip instead of 64 sequential ones. Prefetched blocks stay
+until :meth:`RemoteTile.release`: a one-off read drops them at once, a pull keeps each block until the
+last of its tile's windows that needs it has been read (one fetch per block per pull).
 """
 
 from __future__ import annotations
@@ -323,9 +325,15 @@ class RemoteTile:
             with self._lock:
                 self._ranges[s] = body
 
-    def release(self) -> None:
+    def release(self, ranges: list[tuple[int, int]] | None = None) -> None:
+        """Forget prefetched ranges: all of them (after a one-off read), or those listed (``(start, length)`` as
+        prefetched) once no later window of the tile needs them, so that a pull fetches each block once."""
         with self._lock:
-            self._ranges.clear()
+            if ranges is None:
+                self._ranges.clear()
+            else:
+                for start, _ in ranges:
+                    self._ranges.pop(int(start), None)
 
     def check(self) -> None:
         if self.error is not None:

@@ -7,9 +7,13 @@ tile of its own in the public layout (same ``{year}/{zone}/`` folders, int8, bot
 64 bands, band-planar blocks of the source's size) that keeps the geotransform of its window, plus an
 index. ``AEFStore(local)`` then gives byte-identical anchors to ``AEFStore(remote)`` for those footprints.
 
-Resumable: a window file appears only when complete (temporary name, then rename), and a re-run skips
-windows that a local file (a window or the whole tile) already holds. ``whole_tiles=True`` copies the
-tiles byte for byte instead (what a mirror does).
+Each block of a tile is fetched at most once per pull, however many of the tile's windows share it (it is
+kept in memory until the last of them is read), and the planned bytes count it once.
+
+Resumable: a window file appears only when complete (staged in a hidden folder, then renamed), and a re-run
+skips windows that a local file (a window or the whole tile) already holds; the staging folders a killed
+pull left behind are swept first (``aef_tiles.sweep_temps``). ``whole_tiles=True`` copies the tiles byte for
+byte instead (what a mirror does).
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ import os
 import shutil
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io_atomic import atomic_path
 from . import GeoError
 from .aef import AEFStore
 from .aef_codes import DIM
@@ -39,7 +43,7 @@ from .aef_plan import (
     window_name,
 )
 from .aef_read import TileReader
-from .aef_tiles import write_index, write_tile_pieces
+from .aef_tiles import staging_dir, sweep_temps, write_index, write_tile_pieces
 from .transforms import window_transform
 
 INDEX_NAME = "aef_index.parquet"
@@ -53,9 +57,25 @@ class TilePlan:
     file: str
     boxes: list[Box] = field(default_factory=list)
     present: list[bool] = field(default_factory=list)
-    fetch_bytes: list[int] = field(default_factory=list)   # stored (compressed) bytes of the blocks each needs
+    ranges: list[frozenset] = field(default_factory=list)  # (offset, length) of the stored blocks each window needs
     size: int = 0             # the whole file, bytes
     footprints: int = 0
+
+    @property
+    def fetch_bytes(self) -> list[int]:
+        """Stored (compressed) bytes of the blocks each window needs, on its own."""
+        return [sum(n for _, n in r) for r in self.ranges]
+
+    def new_bytes(self) -> list[int]:
+        """Bytes each missing window adds to the pull: its blocks that no earlier missing window of this tile
+        fetches (a block two windows share is fetched once). Present windows add nothing."""
+        seen: set = set()
+        out = []
+        for r, present in zip(self.ranges, self.present):
+            fresh = set() if present else r - seen
+            seen |= fresh
+            out.append(sum(n for _, n in fresh))
+        return out
 
     def local(self, box: Box | None = None) -> str:
         return f"{self.year}/{self.zone}/{window_name(self.file, box) if box else self.file}"
@@ -75,16 +95,18 @@ class PullPlan:
         tiles = []
         for t in self.tiles:
             if self.whole_tiles:
-                wins = [{"local": t.local(), "bytes": t.size, "present": all(t.present)}]
+                wins = [{"local": t.local(), "bytes": t.size, "new_bytes": 0 if all(t.present) else t.size,
+                         "present": all(t.present)}]
             else:
                 wins = [{"window": b.as_list(), "local": t.local(b), "pixels": b.area, "raw_bytes": b.area * DIM,
-                         "bytes": n, "present": p} for b, n, p in zip(t.boxes, t.fetch_bytes, t.present)]
+                         "bytes": n, "new_bytes": m, "present": p}
+                        for b, n, m, p in zip(t.boxes, t.fetch_bytes, t.new_bytes(), t.present)]
             tiles.append({"tile": t.path, "year": t.year, "zone": t.zone, "footprints": t.footprints,
-                          "tile_bytes": t.size, "windows": wins})
+                          "tile_bytes": t.size, "bytes_to_fetch": sum(w["new_bytes"] for w in wins), "windows": wins})
         todo = [w for t in tiles for w in t["windows"] if not w["present"]]
         return {"remote": self.remote, "local": self.local, "footprints": self.footprints, "years": self.years,
                 "tiles": tiles, "windows": sum(len(t["windows"]) for t in tiles), "to_fetch": len(todo),
-                "bytes_to_fetch": sum(w["bytes"] for w in todo),
+                "bytes_to_fetch": sum(t["bytes_to_fetch"] for t in tiles),
                 "whole_tile_bytes": sum(t["tile_bytes"] for t in tiles), "problems": self.problems}
 
 
@@ -127,7 +149,7 @@ def plan_pull(store: AEFStore, local, footprints: list[Footprint], *, years=None
             whole = (local / plan.local()).exists()
             have = local_windows(local / str(plan.year) / zone, file)
             plan.present = [whole or any(h.contains(b) for h in have) for b in plan.boxes]
-            plan.fetch_bytes = [sum(n for _, n in block_ranges(tile.ds, _window(b), tile.order)) for b in plan.boxes]
+            plan.ranges = [frozenset(block_ranges(tile.ds, _window(b), tile.order)) for b in plan.boxes]
             if whole_tiles:
                 plan.present = [whole] * len(plan.boxes)
             plans.append(plan)
@@ -186,9 +208,9 @@ def execute(plan: PullPlan, store: AEFStore, *, workers: int = 4, progress: bool
     """Fetch what ``plan`` lists as missing, write the local index, and say what it cost (requests, bytes and
     retries since ``since``, a snapshot of ``store.http.stats``; default: since this call)."""
     local = Path(plan.local)
+    swept = sweep_temps(local)  # what a killed pull left half-written
     todo = [t for t in plan.tiles if not all(t.present)]
-    total = sum(t.size if plan.whole_tiles else sum(n for n, p in zip(t.fetch_bytes, t.present) if not p)
-                for t in todo)
+    total = sum(t.size if plan.whole_tiles else sum(t.new_bytes()) for t in todo)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -211,7 +233,7 @@ def execute(plan: PullPlan, store: AEFStore, *, workers: int = 4, progress: bool
         if any(local.glob("*/*/*.tif*")):
             write_index(local, INDEX_NAME)
     after = store.http.stats.as_dict()
-    return {**{k: v for k, v in plan.as_dict().items() if k != "tiles"}, "written": written,
+    return {**{k: v for k, v in plan.as_dict().items() if k != "tiles"}, "written": written, "swept": swept,
             "fetched_bytes": after["bytes"] - before["bytes"], "requests": after["requests"] - before["requests"],
             "retries": after["retries"] - before["retries"],
             "retry_causes": {k: v - before["retry_causes"].get(k, 0) for k, v in after["retry_causes"].items()
@@ -222,28 +244,38 @@ def execute(plan: PullPlan, store: AEFStore, *, workers: int = 4, progress: bool
 def _fetch_tile(t: TilePlan, store: AEFStore, local: Path, whole: bool) -> list[str]:
     if whole:
         dest = local / t.local()
-        with atomic_path(dest, ".tiff") as tmp:
+        if is_remote(t.path) and not is_http(t.path):
+            raise GeoError(f"{t.path}: whole tiles are copied from http(s) or local roots (use the bucket's "
+                           f"https:// address instead of {store.root})")
+        with staging_dir(dest.parent) as tmp:
+            staged = Path(tmp) / "whole.tiff"
             if is_http(t.path):
-                with open(tmp, "wb") as fh:
+                with open(staged, "wb") as fh:
                     store.http.download(t.path, fh)
-            elif not is_remote(t.path):
-                shutil.copyfile(t.path, tmp)
             else:
-                raise GeoError(f"{t.path}: whole tiles are copied from http(s) or local roots (use the bucket's "
-                               f"https:// address instead of {store.root})")
+                shutil.copyfile(t.path, staged)
+            os.replace(staged, dest)
         return [t.local()]
     tile = TileReader(t.path, store.http)
     out = []
     try:
         block = tile.ds.block_shapes[0]
-        for box, present in zip(t.boxes, t.present):
-            if present:
-                continue
-            pieces = ((_window(Box(p.c0 - box.c0, p.r0 - box.r0, p.c1 - box.c0, p.r1 - box.r0)), tile.read(_window(p)))
-                      for p in block_pieces(box, block))
-            write_tile_pieces(local / t.local(box), pieces, width=box.width, height=box.height, crs=tile.ds.crs,
-                              transform=window_transform(tile.ds.transform, box.c0, box.r0), block_size=block[0],
-                              overviews=False)
+        todo = [b for b, present in zip(t.boxes, t.present) if not present]
+        pieces = {b: block_pieces(b, block) for b in todo}
+        needs = {(b, p): sorted(set(block_ranges(tile.ds, _window(p), tile.order))) for b in todo for p in pieces[b]}
+        uses = Counter(r for rs in needs.values() for r in rs)  # how many pieces still need each block
+
+        def read(box: Box, p: Box):
+            data = tile.read(_window(p), keep=True)
+            for r in needs[(box, p)]:
+                uses[r] -= 1
+            tile.release([r for r in needs[(box, p)] if uses[r] == 0])  # no later window needs it: free it
+            return _window(Box(p.c0 - box.c0, p.r0 - box.r0, p.c1 - box.c0, p.r1 - box.r0)), data
+
+        for box in todo:
+            write_tile_pieces(local / t.local(box), (read(box, p) for p in pieces[box]), width=box.width,
+                              height=box.height, crs=tile.ds.crs, block_size=block[0], overviews=False,
+                              transform=window_transform(tile.ds.transform, box.c0, box.r0))
             out.append(t.local(box))
     finally:
         tile.close()

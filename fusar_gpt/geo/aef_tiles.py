@@ -3,13 +3,22 @@
 Tiles are written exactly as the bucket stores them (int8, 64 bands A00..A63, bottom-up, nodata
 -128, ZSTD, band-planar 1024 px blocks, overviews in a COG layout), so that the reader is
 exercised on the real format rather than on a convenient one.
+
+A tile is staged in a hidden ``.aef-tile-{host}-{pid}-*`` folder beside it and renamed when complete. A
+process killed meanwhile (SIGKILL, power loss) leaves that folder behind; :func:`sweep_temps` removes the
+ones whose writer is gone, so that a re-run of ``aef pull`` does not accumulate them.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -21,6 +30,68 @@ from .aef import natural_zone
 from .aef_codes import BANDS, DIM, NODATA
 from .aef_index import CSV_COLUMNS, parse_zone, scan_tiles
 from .transforms import lonlat_to
+
+TEMP_PREFIX = ".aef-tile-"
+STALE_S = 3600  # a temporary of another host, or of an older version's name, is stale after an hour untouched
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_OURS = re.compile(r"^\.aef-tile-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[a-z0-9_]+$")
+_OTHERS = re.compile(r"^(\.aef-tile-[a-z0-9_]{8}"                      # before the host and pid were in the name
+                     r"|\..+\.tiff?\.[a-z0-9_]{8}\.tmp\.tiff"          # a whole tile being copied (atomic_path)
+                     r"|\.aef_index\.(parquet|csv)\.[a-z0-9_]{8}\.tmp)$")  # the index being written (atomic_path)
+
+
+def temp_prefix() -> str:
+    """The name a staging folder starts with: it says which host and process own it (see :func:`sweep_temps`)."""
+    return f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-"
+
+
+def staging_dir(parent) -> tempfile.TemporaryDirectory:
+    """A hidden staging folder in ``parent`` (the same file system, so the finished file is renamed, not copied)."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=parent, prefix=temp_prefix())
+
+
+def sweep_temps(root) -> list[str]:
+    """Remove the temporaries that killed writers left in an AEF root (``root`` and its ``YEAR/ZONE/`` folders),
+    and only ours: a staging folder of this host whose process is gone, or any of our temporary names (another
+    host's, or an older version's) untouched for ``STALE_S`` seconds. A live writer's folder is left alone.
+    Returns the paths removed, relative to ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in [*root.glob(".*"), *root.glob("*/*/.*")]:
+        m = _OURS.match(p.name)
+        try:
+            if m and m.group("host") == _HOST:
+                stale = not _alive(int(m.group("pid")))
+            elif m or _OTHERS.match(p.name):
+                stale = time.time() - _newest_mtime(p) > STALE_S
+            else:
+                continue
+        except FileNotFoundError:  # its writer finished meanwhile
+            continue
+        if stale and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p.relative_to(root).as_posix())
+    return sorted(removed)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _newest_mtime(p: Path) -> float:
+    times = [p.lstat().st_mtime]
+    if p.is_dir() and not p.is_symlink():
+        times += [c.lstat().st_mtime for c in p.iterdir()]
+    return max(times)
 
 
 def utm_epsg(zone: str) -> int:
@@ -82,7 +153,7 @@ def write_tile_pieces(path, pieces, *, width: int, height: int, crs, transform, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     layout = dict(tiled=True, blockxsize=block_size, blockysize=block_size, compress="zstd", interleave="band")
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".aef-tile-") as tmp:
+    with staging_dir(path.parent) as tmp:
         staged, final = Path(tmp) / "staged.tif", Path(tmp) / "final.tif"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # GDAL notes that positive y pixel sizes are unusual: that is the point
