@@ -57,6 +57,8 @@ class ServeConfig:
     default_max_tokens: int = 256
     timeout_s: float = 120.0
     max_batch: int = 8
+    max_batch_tokens: int | None = None     # tokens one generate may take (rows x (prompt + max_tokens), padded);
+                                            # None: max_batch requests of a 64-token question at default_max_tokens
     batch_wait_ms: float = 5.0
     max_queue: int = 256
     chip: object = None                     # the model's chip.ChipSpec (how request images become inputs)
@@ -75,8 +77,8 @@ class ServeConfig:
             raise ValueError(f"--no-auth is allowed only on a loopback host (127.0.0.1, ::1, localhost), not on "
                              f"{self.host!r}: anyone on the network could use the model")
         for name in ("max_body_bytes", "max_image_pixels", "max_tokens", "default_max_tokens", "max_batch",
-                     "max_queue", "max_prompt_tokens"):
-            if int(getattr(self, name)) < 1:
+                     "max_queue", "max_prompt_tokens", "max_batch_tokens"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.default_max_tokens > self.max_tokens:
             raise ValueError(f"default max tokens {self.default_max_tokens} is above the cap {self.max_tokens}")
@@ -112,15 +114,18 @@ def make_app(model, config: ServeConfig):
     config.check()
     if config.chip is None:
         raise ValueError("the server needs the model's chip spec (model.loader.load_model returns it)")
-    app = FastAPI(title="fusar-gpt", docs_url=None, redoc_url=None, openapi_url=None)
-    batcher = Batcher(model, config.max_batch, config.batch_wait_ms / 1000, config.max_queue)
-    app.state.batcher, app.state.config = batcher, config
-    check = InputProcessor(model.processor, train=False).check_text  # the batcher's own rule, before queueing
+    processor = InputProcessor(model.processor, train=False)
+    check = processor.check_text  # the batcher's own rule, before queueing
     tokenizer = model.processor.tokenizer
+    overhead = prompt_overhead(processor, tokenizer, config.chip.frame)
+    max_batch_tokens = batch_token_budget(config, overhead)
+    app = FastAPI(title="fusar-gpt", docs_url=None, redoc_url=None, openapi_url=None)
+    batcher = Batcher(model, config.max_batch, config.batch_wait_ms / 1000, config.max_queue, max_batch_tokens)
+    app.state.batcher, app.state.config = batcher, config
     budget = PixelBudget(config.max_image_pixels)  # concurrent decodes share one maximum-size image's pixels
     app.state.budget = budget
 
-    def check_question(question: str) -> None:
+    def check_question(question: str) -> int:
         """Refused before it is queued: one long question makes every batch it joins slow for everyone (measured:
         a 2 MB question blocked all clients for 347 s). Characters first, so the tokenizer never sees megabytes."""
         if len(question) > MAX_QUESTION_CHARS:
@@ -134,6 +139,7 @@ def make_app(model, config: ServeConfig):
             check("request", question)
         except ValueError as err:  # a chat special token would rewrite the conversation: 400, never a 500
             raise ApiError(400, str(err).replace("record 'request': the", "the"), "bad_question") from None
+        return n
     created = int(time.time())
 
     @app.exception_handler(ApiError)
@@ -183,7 +189,8 @@ def make_app(model, config: ServeConfig):
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": config.model_name, "queued": batcher.queue.qsize(),
-                "generate_calls": batcher.generate_calls, "answered": batcher.answered}
+                "generate_calls": batcher.generate_calls, "answered": batcher.answered,
+                "max_batch_tokens": batcher.max_batch_tokens, "peak_batch_tokens": batcher.peak_batch_tokens}
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -196,7 +203,7 @@ def make_app(model, config: ServeConfig):
         authorize(request)
         started = time.monotonic()
         req = parse_chat(await read_body(request), config)
-        check_question(req["question"])
+        prompt_tokens = overhead + check_question(req["question"])
         try:  # a question no adapter is for is the client's to fix: 400 before it is queued, never a 500 later
             adapter_of(model, req["question"], req["task"], how='send "task": one of those')
         except RoutingError as err:
@@ -205,7 +212,8 @@ def make_app(model, config: ServeConfig):
         async def work():
             left = max(config.timeout_s - (time.monotonic() - started), 0)
             item = await run_in_threadpool(prepare_request, req, config, budget, left)
-            return await asyncio.wrap_future(batcher.submit(item, req["question"], req["max_tokens"], req["task"]))
+            return await asyncio.wrap_future(batcher.submit(item, req["question"], req["max_tokens"], req["task"],
+                                                            prompt_tokens))
 
         try:
             result = await asyncio.wait_for(work(), timeout=max(config.timeout_s - (time.monotonic() - started), 0))
@@ -220,6 +228,35 @@ def make_app(model, config: ServeConfig):
                           "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}}
 
     return app
+
+
+# A question tokenised inside its turn may merge at its edges differently than alone: a margin on the estimate.
+PROMPT_SLACK = 8
+
+
+def prompt_overhead(processor: InputProcessor, tokenizer, frame: int) -> int:
+    """Tokens of a prompt besides its question (system turn, template, the image's tokens for the model frame every
+    request image is made into), measured once on a probe, plus :data:`PROMPT_SLACK`: a request's prompt is then
+    this + its question's tokens, known before it is queued."""
+    import numpy as np
+
+    probe = "How many ships?"
+    batch = processor.prompts([np.zeros((frame, frame), np.uint8)], [probe], [None])
+    return int(batch["attention_mask"].sum()) - len(tokenizer(probe)["input_ids"]) + PROMPT_SLACK
+
+
+def batch_token_budget(config: ServeConfig, overhead: int) -> int:
+    """``config.max_batch_tokens``, or by default ``max_batch`` requests of a 64-token question at
+    ``default_max_tokens`` (at least one request at every cap). A budget that one request at the caps would exceed
+    is refused: that request could never be answered within it."""
+    worst = overhead + config.max_prompt_tokens + config.max_tokens
+    if config.max_batch_tokens is None:
+        return max(config.max_batch * (overhead + 64 + config.default_max_tokens), worst)
+    if config.max_batch_tokens < worst:
+        raise ValueError(f"max batch tokens {config.max_batch_tokens} is below one request at the caps ({overhead} "
+                         f"image and template + {config.max_prompt_tokens} question + {config.max_tokens} answer = "
+                         f"{worst}): raise it, or lower the max tokens / max prompt tokens")
+    return int(config.max_batch_tokens)
 
 
 class BackgroundServer:

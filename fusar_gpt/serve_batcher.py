@@ -2,7 +2,13 @@
 ``generate`` call, which is where a GPU's throughput comes from. Greedy decoding is exact per row, so each request
 is cut to its own ``max_tokens`` afterwards and answers exactly as it would alone. A model with one adapter per
 task (an imported release) answers a batch in one ``generate`` per adapter its questions need
-(:func:`fusar_gpt.model.routing.route`)."""
+(:func:`fusar_gpt.model.routing.route`).
+
+The work admitted to one ``generate`` is bounded in tokens, not only in rows: a batch is padded to its longest
+prompt and decodes for its longest ``max_tokens``, so it costs ``rows x (longest prompt + longest max_tokens)``
+tokens of compute and KV cache (:func:`batch_tokens`), and a batch is closed before a request would take it above
+``max_batch_tokens``. Without it the bound was only implicit (``max_batch x (prompt cap + max_tokens cap)``), and
+one request asking for 1024 tokens made seven others asking for 16 decode 1024 steps beside it."""
 
 from __future__ import annotations
 
@@ -29,24 +35,38 @@ class Job:
     max_tokens: int
     future: concurrent.futures.Future
     task: str | None = None  # the request's task (picks the adapter of a model with one per task)
+    prompt_tokens: int = 0   # the prompt's length in tokens (image + template + question), known before queueing
+
+
+def batch_tokens(jobs) -> int:
+    """What one ``generate`` over ``jobs`` costs in tokens: every row padded to the longest prompt and decoded for
+    the longest ``max_tokens``."""
+    return len(jobs) * (max(j.prompt_tokens for j in jobs) + max(j.max_tokens for j in jobs)) if jobs else 0
 
 
 class Batcher:
     """One worker thread that owns the model: it takes the first waiting request, gathers whatever else
-    arrives within ``wait_s`` (up to ``max_batch``), answers them in one ``generate`` call and starts again.
+    arrives within ``wait_s`` (up to ``max_batch`` rows and ``max_batch_tokens`` tokens, :func:`batch_tokens`; the
+    request that would go over waits for the next batch), answers them in one ``generate`` call and starts again.
+    A request alone above ``max_batch_tokens`` still runs, alone (the server refuses such limits at start).
     Requests whose client gave up (cancelled futures) are dropped before they cost anything."""
 
-    def __init__(self, model, max_batch: int = 8, wait_s: float = 0.005, max_queue: int = 256) -> None:
+    def __init__(self, model, max_batch: int = 8, wait_s: float = 0.005, max_queue: int = 256,
+                 max_batch_tokens: int | None = None) -> None:
         self.model, self.max_batch, self.wait_s = model, int(max_batch), float(wait_s)
+        self.max_batch_tokens = None if max_batch_tokens is None else int(max_batch_tokens)
         self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self.generate_calls = 0
         self.answered = 0
+        self.peak_batch_tokens = 0  # the most tokens one generate took, as run (rows x padded prompt + new tokens)
+        self._held: Job | None = None  # a request that did not fit the last batch: the first of the next one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fusar-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, item, question: str, max_tokens: int, task: str | None = None) -> concurrent.futures.Future:
-        job = Job(item, question, int(max_tokens), concurrent.futures.Future(), task)
+    def submit(self, item, question: str, max_tokens: int, task: str | None = None,
+               prompt_tokens: int = 0) -> concurrent.futures.Future:
+        job = Job(item, question, int(max_tokens), concurrent.futures.Future(), task, int(prompt_tokens))
         try:
             self.queue.put_nowait(job)
         except queue.Full:
@@ -60,7 +80,7 @@ class Batcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            first = self.queue.get()
+            first, self._held = (self._held, None) if self._held is not None else (self.queue.get(), None)
             if first is None:
                 return
             jobs = [first]
@@ -73,6 +93,9 @@ class Batcher:
                     break
                 if nxt is None:
                     self._stop.set()
+                    break
+                if self.max_batch_tokens is not None and batch_tokens(jobs + [nxt]) > self.max_batch_tokens:
+                    self._held = nxt  # the batch is full in tokens: this one opens the next
                     break
                 jobs.append(nxt)
             jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]
@@ -106,8 +129,10 @@ class Batcher:
         batch = InputProcessor(model.processor, train=False, prior_dim=model.tlm.prior_dim).prompts(
             [j.item.image for j in jobs], [j.question for j in jobs], [j.item.anchors for j in jobs])
         batch = batch.to(next(model.parameters()).device)
+        new = max(j.max_tokens for j in jobs)
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max(j.max_tokens for j in jobs), do_sample=False)
+            out = model.generate(**batch, max_new_tokens=new, do_sample=False)
+        self.peak_batch_tokens = max(self.peak_batch_tokens, len(jobs) * (batch["input_ids"].shape[1] + new))
         self.generate_calls += 1
         self.answered += len(jobs)
         prompt = batch["attention_mask"].sum(dim=1).tolist()

@@ -494,3 +494,28 @@ def test_temp_upload_names_and_server_paths_never_reach_the_client(world):
         message = body["error"]["message"]
         assert status == 400 and "uploaded image" in message and "TIFFReadDirectory" in message, body
         assert "fusar-upload" not in message and "/tmp" not in message and ".tif" not in message
+
+
+def test_work_per_generate_is_bounded_in_tokens(world):
+    """Twelve requests gathered at once (a long batch wait) by a server allowing 400 tokens per generate: no
+    generate takes more (rows x (padded prompt + longest max_tokens), as run), where eight rows would take ~1400;
+    a budget below one request at the caps is refused at start."""
+    config = ServeConfig(model_name="tiny-run", api_key=KEY, chip=world["settings"], max_tokens=64,
+                         default_max_tokens=4, max_prompt_tokens=32, max_batch_tokens=400, max_batch=8,
+                         batch_wait_ms=300)
+    app = make_app(world["model"], config)
+    try:
+        with BackgroundServer(app) as port:
+            bodies = [chat_body(data_url(noise_image(200 + k)), no_aef=True, max_tokens=[4, 60][k % 4 == 0])
+                      for k in range(12)]
+            with ThreadPoolExecutor(12) as pool:
+                results = list(pool.map(lambda b: request(port, body=b), bodies))
+            health = request(port, "GET", "/health", token=None)[1]
+    finally:
+        app.state.batcher.close()
+    assert [status for status, _, _ in results] == [200] * 12
+    assert health["max_batch_tokens"] == 400 and 0 < health["peak_batch_tokens"] <= 400, health
+    assert 4 <= health["generate_calls"] < 12, health  # batched, but never more than the budget at once
+    with pytest.raises(ValueError, match="below one request at the caps"):
+        make_app(world["model"], ServeConfig(model_name="m", api_key=KEY, chip=world["settings"], max_tokens=64,
+                                             default_max_tokens=4, max_batch_tokens=200))

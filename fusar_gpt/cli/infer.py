@@ -112,6 +112,9 @@ def add_parsers(sub, fmt) -> None:
     s.add_argument("--image-root", help="server-side image paths must lie under this folder (default: refused)")
     s.add_argument("--model-name", help="the id clients use (default: the directory name)")
     s.add_argument("--max-batch", type=int, default=8, help="requests per generate call (default 8)")
+    s.add_argument("--max-batch-tokens", type=int,
+                   help="tokens per generate call: rows x (longest prompt + longest max_tokens), as padded (default: "
+                        "--max-batch requests of a 64-token question at the default max_tokens)")
     s.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for company (default 5)")
     s.add_argument("--max-body-mb", type=float, default=32.0, help="request body limit (default 32 MB)")
     s.add_argument("--max-image-pixels", type=int, default=10000 * 10000, help="image size limit (default 1e8)")
@@ -257,7 +260,8 @@ def cmd_serve(args) -> int:
                          max_image_pixels=args.max_image_pixels, max_tokens=args.max_tokens,
                          max_prompt_tokens=args.max_prompt_tokens, body_timeout_s=args.body_timeout,
                          default_max_tokens=min(256, args.max_tokens), timeout_s=args.timeout,
-                         max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
+                         max_batch=args.max_batch, max_batch_tokens=args.max_batch_tokens,
+                         batch_wait_ms=args.batch_wait_ms)
     config.check()
     check_model_dir(args.run)
     print(f"fusar-gpt serve: loading {args.run} ...", file=sys.stderr)
