@@ -300,3 +300,68 @@ def test_report_examples_skip_a_decompression_bomb(tmp_path):
                for i, p in enumerate([bomb_png(tmp_path / "bomb.png"), good])]
     panels = example_panels(records, {"0": box, "1": box}, n=2)
     assert [r["id"] for r, *_ in panels] == ["1"]
+
+
+def _count_records(tmp_path, images: dict, question: str = ASK):
+    """A test-split manifest of count records, one per ``{name: path}``, images relative to the manifest."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": rid, "image": str(path.relative_to(tmp_path)), "coordinate_size": 224,
+                                            "question": question, "answer": "1", "task": "count", "split": "test"})
+                                + "\n" for rid, path in images.items()))
+    return manifest
+
+
+def test_eval_answers_the_other_records_beside_a_decompression_bomb(run, tmp_path, capsys):
+    from PIL import Image
+
+    model, _, _ = run
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224), dtype=np.uint8)).save(good)
+    manifest = _count_records(tmp_path, {"bomb": bomb_png(tmp_path / "bomb.png"), "good": good})
+    out = tmp_path / "eval"
+    assert main(["eval", "--run", str(model), "--manifest", str(manifest), "--out", str(out), "--json"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "eval:" in line or "Traceback" in line]
+    assert len(err) == 1 and "1 of 2 records" in err[0] and "bomb" in err[0], err
+    rows = {r["id"]: r for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    assert "error" in rows["bomb"] and "answer" in rows["good"] and "error" not in rows["good"], rows
+
+
+def test_eval_refuses_a_50_mb_question_in_one_line(run, tmp_path, capsys):
+    """Refused while the manifest is read, before any tokenizer sees it (in process: a subprocess costs 12 s of
+    imports here, and a native abort, SIGABRT from a tokenizer, would end the whole test run loudly anyway)."""
+    model, _, _ = run
+    good = tmp_path / "good.png"
+    good.write_bytes(b"")  # never read: the record is refused before any image or weight
+    manifest = _count_records(tmp_path, {"big": good}, question="ships " * 8_500_000)
+    assert manifest.stat().st_size > 50_000_000
+    one_line_exit_2(["eval", "--run", model, "--manifest", manifest, "--out", tmp_path / "eval"], capsys,
+                    "m.jsonl", "16000")
+
+
+def test_detect_scene_refuses_a_vrt_under_a_tif_name_and_fetches_nothing(run, tmp_path, capsys):
+    import http.server
+    import threading
+
+    hits = []
+
+    class Spy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *a):
+            pass
+
+    spy = http.server.HTTPServer(("127.0.0.1", 0), Spy)
+    threading.Thread(target=spy.serve_forever, daemon=True).start()
+    try:
+        model, _, _ = run
+        scene = vrt_tif(tmp_path / "scene.tif", f"/vsicurl/http://127.0.0.1:{spy.server_port}/x.tif")
+        one_line_exit_2(["detect-scene", model, scene, "--no-aef", "--out", tmp_path / "d.geojson"], capsys,
+                        "scene.tif")
+        assert hits == [] and not (tmp_path / "d.geojson").exists()
+    finally:
+        spy.shutdown()
