@@ -32,6 +32,7 @@ from .geo.plain import PLAIN_SUFFIXES, InputTooLarge, read_plain, to_gray
 from .geo.radiometry import to_uint8
 from .geo.raster import DEFAULT_MAX_PIXELS, SCALES, SarImage, open_raster, read_sar
 from .io_atomic import write_text
+from .text import one_line
 
 CHIP_FILE = "chip.json"
 CHIP_FORMAT = "fusar-gpt.chip/1"
@@ -126,8 +127,10 @@ def read_spec(folder) -> ChipSpec:
             f"`fusar-gpt chip-spec {folder} --frame N` (imported official checkpoints use --frame 504)")
     try:
         d = json.loads(path.read_text())
+    except RecursionError:
+        raise ValueError(f"{path}: not a readable chip spec (nested too deeply)") from None
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable chip spec ({' '.join(str(err).split())})") from None
+        raise ValueError(f"{path}: not a readable chip spec ({one_line(err)})") from None
     if not isinstance(d, dict) or d.get("format") != CHIP_FORMAT:
         raise ValueError(f"{path}: unknown chip spec format (expected {CHIP_FORMAT!r})")
     return ChipSpec.from_dict(d, str(path))

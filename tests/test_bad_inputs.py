@@ -142,6 +142,18 @@ def test_deeply_nested_model_files_are_one_line_naming_the_file(run, tmp_path, c
     one_line_exit_2(["ask", broken, scene, ASK, "--no-aef", "--json"], capsys, name.split("/")[-1], "nested")
 
 
+def test_a_deeply_nested_chip_json_is_one_line_for_every_reader(run, tmp_path, capsys):
+    """chip.json is read by the loader, ``chip-spec`` and ``export``: each says one line, none a RecursionError."""
+    import shutil
+
+    model, _, _ = run
+    broken = tmp_path / "run"
+    shutil.copytree(model, broken)
+    (broken / "chip.json").write_text(DEEP)
+    one_line_exit_2(["chip-spec", broken], capsys, "chip.json", "nested")
+    one_line_exit_2(["export", broken, "--merge", tmp_path / "merged"], capsys, "chip.json", "nested")
+
+
 def test_a_deeply_nested_detect_answer_is_one_line(tmp_path, capsys):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"id": "a", "image": "a.png", "coordinate_size": 224, "task": "detect",

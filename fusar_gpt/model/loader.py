@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ..chip import ChipSpec, read_spec
+from ..text import one_line
 from .backbone import load_backbone
 from .checkpoint import ADAPTERS, RUN_CONFIG, load_adapter, load_task_adapters, load_tlm
 from .fusar import FusarGPT
@@ -37,10 +38,7 @@ def check_model_dir(path) -> ChipSpec:
     if not is_export(path) and not (path / RUN_CONFIG).exists():
         raise FileNotFoundError(f"{path} is neither a run directory ({RUN_CONFIG}) nor an exported model "
                                 f"({EXPORT_FILE})")
-    try:
-        return read_spec(path)
-    except RecursionError:  # chip.json of 100,000 nested lists: the JSON decoder's stack, one line, not a traceback
-        raise ValueError(f"{path / 'chip.json'}: not a readable chip spec (nested too deeply)") from None
+    return read_spec(path)  # a chip.json nested too deeply is one line there, for every caller
 
 
 def load_model(path, device: str = "cpu") -> tuple[FusarGPT, ChipSpec]:
@@ -59,7 +57,7 @@ def _load_run(run: Path) -> FusarGPT:
         cfg = yaml.safe_load((run / RUN_CONFIG).read_text())
         model_cfg = cfg["model"]
     except (OSError, yaml.YAMLError, TypeError, KeyError) as err:
-        raise ValueError(f"{run / RUN_CONFIG}: not a readable run configuration ({' '.join(str(err).split())})"
+        raise ValueError(f"{run / RUN_CONFIG}: not a readable run configuration ({one_line(err)})"
                          ) from None
     except RecursionError:  # YAML of 100,000 nested lists exhausts the parser's stack
         raise ValueError(f"{run / RUN_CONFIG}: not a readable run configuration (nested too deeply)") from None
@@ -80,7 +78,7 @@ def _load_export(path: Path) -> FusarGPT:
     try:
         info = json.loads((path / EXPORT_FILE).read_text())
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path / EXPORT_FILE}: not a readable export summary ({' '.join(str(err).split())})"
+        raise ValueError(f"{path / EXPORT_FILE}: not a readable export summary ({one_line(err)})"
                          ) from None
     except RecursionError:
         raise ValueError(f"{path / EXPORT_FILE}: not a readable export summary (nested too deeply)") from None
