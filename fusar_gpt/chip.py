@@ -33,13 +33,11 @@ from .geo.radiometry import to_uint8
 from .geo.raster import DEFAULT_MAX_PIXELS, SCALES, SarImage, open_raster, read_sar
 from .io_atomic import write_text
 from .text import one_line
+from .vocab import CHIP_MAX_PIXELS, EIGHT_BIT, RASTER_SUFFIXES, SAMPLING  # noqa: F401 (re-exported)
 
 CHIP_FILE = "chip.json"
 CHIP_FORMAT = "fusar-gpt.chip/1"
-RASTER_SUFFIXES = (".tif", ".tiff")
-SAMPLING = ("point", "mean")       # AEFStore sampling: the anchor's pixel, or a block mean around it
 YEAR_POLICIES = ("acquisition",)   # the AEF year is the acquisition year (the store's nearest year)
-EIGHT_BIT = ("gray", "rgb")        # PNG/JPEG chips: one grey channel (what build writes) or colour as is
 
 __all__ = ["CHIP_FILE", "ChipSpec", "ModelChip", "InputTooLarge", "MissingChipSpec", "load_chip", "raster_chip",
            "read_spec", "sniff"]

@@ -12,23 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .chip import ChipSpec, ModelChip, load_chip
+from .chip import CHIP_MAX_PIXELS, ChipSpec, ModelChip, load_chip
 from .data.dataset import load_manifest
 from .evaluate import predict, write_predictions
 from .geo.plain import PLAIN_SUFFIXES, InputTooLarge
 from .inputs import to_priors
 from .io_atomic import write_jsonl
 from .model.routing import adapter_of, route
+from .vocab import RASTER_SUFFIXES
 
-RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = PLAIN_SUFFIXES
 DEFAULT_MAX_NEW_TOKENS = 256
-# The cap on one chip (ask, serve). The model sees a frame of 224-504 px, so a chip is at most a few thousand px a
-# side (FUSAR-Ship, SSDD, HRSID: 256-800 px); 10000 x 10000 already shrinks 20x into the frame, where a ship is
-# a pixel. Above it an image is a scene, for ``detect-scene`` (tiles at full resolution). The readers' own cap
-# (2**29, a 2 GiB float array) is sized for whole scenes: through ``ask`` a 50 KB 20000 x 20000 GeoTIFF took 46 s
-# and 4.3 GB to give a meaningless answer (measured).
-CHIP_MAX_PIXELS = 10000 * 10000
 
 
 def load_one(image, spec: ChipSpec, *, max_pixels: int = CHIP_MAX_PIXELS, **geo) -> ModelChip:

@@ -181,8 +181,10 @@ def test_build_quarantines_each_bad_image_and_keeps_the_valid_ones(tmp_path, cap
                 transform=Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 1e8))
     vrt_tif(images / "vrt_20240501.tif", good)
     sparse_tif(images / "huge_20240501.tif", 30_000)  # 9e8 pixels in 250 KB: above the readers' cap
+    sparse_tif(images / "scene_20240501.tif", 20_000)  # 4e8 pixels in ~100 KB: under the readers' cap, a scene
     names = ["good_20240501.tif", "zero_20240501.tif", "nan_20240501.tif", "tiny_20240501.tif",
-             "pacific_20240501.tif", "vrt_20240501.tif", "typed_20240501.tif", "huge_20240501.tif"]
+             "pacific_20240501.tif", "vrt_20240501.tif", "typed_20240501.tif", "huge_20240501.tif",
+             "scene_20240501.tif"]
     utm_scene(images / "typed_20240501.tif", size=64, seed=3)
     coco = _coco(tmp_path / "coco.json",
                  [{"id": i + 1, "file_name": n, "width": 64, "height": 64} for i, n in enumerate(names)],
@@ -199,7 +201,8 @@ def test_build_quarantines_each_bad_image_and_keeps_the_valid_ones(tmp_path, cap
     assert built == {"good_20240501.tif"}
     expect = {"zero_20240501.tif": "constant", "nan_20240501.tif": "no valid pixel", "tiny_20240501.tif": "1 x 1",
               "pacific_20240501.tif": "area of use", "vrt_20240501.tif": "not a readable raster",
-              "typed_20240501.tif": "image_id", "huge_20240501.tif": "above the cap"}
+              "typed_20240501.tif": "image_id", "huge_20240501.tif": "above the chip cap",
+              "scene_20240501.tif": "20000x20000 pixels is above the chip cap of 100000000 (--max-pixels)"}
     for name, needle in expect.items():
         reasons = [r for img, r in quarantine.items() if name in img or (needle == "image_id" and "image_id" in r)]
         assert reasons and any(needle in r for r in reasons), (name, quarantine)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+from ..vocab import CHIP_MAX_PIXELS
+
 EXAMPLES = {
     "synth": """examples:
   fusar-gpt synth world/ --scenes 40 --seed 0          # AEF tiles, SAR GeoTIFFs, COCO annotations
@@ -94,6 +96,9 @@ def add_parsers(sub, fmt) -> None:
     b.add_argument("--sensor", help="sensor name for captions and meta (e.g. Sentinel-1)")
     b.add_argument("--landcover-ref", help="folder of labelled AEF CSVs (A00..A63, dw_label) for caption terrain")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--max-pixels", type=int, default=CHIP_MAX_PIXELS,
+                   help="largest image (width x height) taken as a chip; above it an image is quarantined as a "
+                        "scene to cut into chips (default 100000000)")
     b.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     b.add_argument("--shard", help="i/n: build every n-th image starting at i (array jobs), then --merge")
     b.add_argument("--merge", metavar="DS", help="join the shards of DS into manifest.jsonl and build.json")
@@ -143,7 +148,8 @@ def cmd_build(args) -> int:
                           stretch=_floats(args.stretch, 2, "--stretch") if args.stretch else None, seed=args.seed,
                           workers=args.workers, shard=shard, aef_index=args.aef_index,
                           landcover_ref=args.landcover_ref, sensor=args.sensor, bands=args.bands, pol=args.pol,
-                          require_geo=args.require_geo, fresh=args.fresh, geo=args.geo, scale=args.scale)
+                          require_geo=args.require_geo, fresh=args.fresh, geo=args.geo, scale=args.scale,
+                          max_pixels=args.max_pixels)
         summary = build(cfg, progress=not args.json)
     if args.json:
         print(json.dumps(summary))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..config import DTYPES
+from ..vocab import CHIP_MAX_PIXELS
 
 EXAMPLES = {
     "ask": """examples:
@@ -70,7 +71,7 @@ def add_parsers(sub, fmt) -> None:
     a.add_argument("--task", help="the question's task (count, locate, classify, detect, caption, landcover): picks "
                                   "the adapter of a run with one per task (an imported release; default: the task "
                                   "the question's wording names, or a manifest record's own)")
-    a.add_argument("--max-pixels", type=int, default=10000 * 10000,
+    a.add_argument("--max-pixels", type=int, default=CHIP_MAX_PIXELS,
                    help="refuse an image (or a folder's) above this many pixels, read from its header (default 1e8: "
                         "a chip is a few thousand px a side; a whole scene is for detect-scene)")
     a.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..io_atomic import write_bytes
 from .build_merge import merge
+from .build_parts import input_stamps, part_fingerprint, read_part, up_to_date  # noqa: F401 (re-exported)
 from .build_plan import (  # noqa: F401 (re-exported)
     RASTER_SUFFIXES,
     SPLITS,
@@ -35,16 +36,7 @@ from .build_plan import (  # noqa: F401 (re-exported)
     stem_of,
 )
 from .build_pool import WorkerDied, run_pool  # noqa: F401 (re-exported)
-from .build_worker import (  # noqa: F401 (re-exported)
-    MIN_SIDE,
-    BuildFailed,
-    Worker,
-    degenerate_reason,
-    input_stamps,
-    part_fingerprint,
-    read_part,
-    up_to_date,
-)
+from .build_worker import MIN_SIDE, BuildFailed, Worker, degenerate_reason  # noqa: F401 (re-exported)
 
 OUTPUT_DIRS = {"parts": ".json", "images": ".png", "anchors": ".npz"}  # each image's files: <dir>/<stem><suffix>
 

@@ -16,15 +16,15 @@ from pathlib import Path
 
 from rasterio.errors import RasterioIOError
 
-from ..chip import ChipSpec
+from ..chip import CHIP_MAX_PIXELS, ChipSpec
 from ..geo.bands import check_bands, check_pol
 from ..geo.plain import PLAIN_SUFFIXES
 from ..geo.raster import open_raster
+from ..vocab import RASTER_SUFFIXES
 from .annotations import ImageAnnotations, Problem, read_annotations
 from .sidecar import read_geo_table
 from .tasks import PAPER_TASKS, TASKS
 
-RASTER_SUFFIXES = (".tif", ".tiff")
 SPLITS = ("train", "val", "test")
 
 
@@ -55,6 +55,7 @@ class BuildConfig:
     pol: str | None = None              # VV | VH | HH | HV among described bands; default the co-pol
     scale: str | None = None            # db | amplitude | intensity: what the pixels hold (default: tags, then data)
     geo: str | None = None              # sidecar table (CSV/JSON) of place and date for chips that carry none
+    max_pixels: int = CHIP_MAX_PIXELS   # an image above it is a scene (cut it into chips): quarantined, never read
 
     def __post_init__(self):
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -68,6 +69,8 @@ class BuildConfig:
             raise ValueError(f"split_by must be 'site' or 'scene', got {self.split_by!r}")
         if self.shard is not None and not (0 <= self.shard[0] < self.shard[1]):
             raise ValueError(f"--shard must be i/n with 0 <= i < n, got {self.shard}")
+        if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
+            raise ValueError(f"--max-pixels must be a positive integer, got {self.max_pixels!r}")
         self.bands, self.pol = check_bands(self.bands), check_pol(self.pol)  # one line naming the flag, at once
         self.chip_spec()  # a bad grid or stretch fails here, before any image is read
 

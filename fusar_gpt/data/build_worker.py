@@ -7,12 +7,9 @@ in a spawned pool worker, and a part whose fingerprint still matches is reused i
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +21,12 @@ from ..geo import GeoError
 from ..geo.aef import AEFStore, grid_positions
 from ..geo.anchors import Anchors
 from ..geo.plain import PLAIN_SUFFIXES, read_plain, to_gray
-from ..geo.raster import DEFAULT_MAX_PIXELS, open_raster
+from ..geo.raster import open_raster
 from ..io_atomic import write_bytes
 from ..text import one_line
 from .annotations import validate_objects
-from .build_plan import BuildConfig, Job, config_dict
+from .build_parts import input_stamps, part_fingerprint, read_part, up_to_date
+from .build_plan import BuildConfig, Job
 from .landcover import LandcoverReference, default_reference, describe
 from .record import ManifestRecord
 from .sidecar import GeoRow
@@ -60,90 +58,6 @@ def degenerate_reason(data: np.ndarray, mask: np.ndarray) -> str | None:
     if float(valid.min()) == float(valid.max()):
         return f"degenerate image: every valid pixel is {float(valid.min()):g} (a constant image)"
     return None
-
-
-# BuildConfig fields that do not shape an image's records (where and how fast the build runs)
-_NOT_SHAPING = ("out", "workers", "shard", "images", "fresh")
-
-
-def _stamp(path) -> list | None:
-    """(name, size, modification time) of a file, or of every CSV of a folder: what a path-only fingerprint misses
-    when a file is replaced in place. None for a path that is not local (a remote index is fetched by URL)."""
-    if not path:
-        return None
-    p = Path(path)
-    files = sorted(p.glob("*.csv")) if p.is_dir() else [p] if p.is_file() else []
-    out = []
-    for f in files:
-        try:
-            st = f.stat()
-        except OSError:
-            continue
-        out.append([f.name, st.st_size, st.st_mtime_ns])
-    return out or None
-
-
-def input_stamps(cfg: BuildConfig) -> dict:
-    """The contents (by size and time) of the inputs every image shares: the AEF index (``--aef-index``, else the
-    root's own ``aef_index.*``) and the land-cover reference (``--landcover-ref``, else the default one)."""
-    from ..geo.aef_index import INDEX_NAMES
-
-    index = cfg.aef_index or next((str(Path(cfg.aef) / n) for n in INDEX_NAMES
-                                   if cfg.aef and (Path(cfg.aef) / n).is_file()), None)
-    return {"aef_index": _stamp(index), "landcover_ref": _stamp(_landcover_source(cfg))}
-
-
-def _landcover_source(cfg: BuildConfig):
-    """The reference the worker loads: ``--landcover-ref``, else the first that exists of the candidates
-    :func:`landcover.default_reference` tries (``$FUSAR_GPT_LANDCOVER_REF``, the checkout's samples)."""
-    if cfg.landcover_ref:
-        return cfg.landcover_ref
-    from . import landcover
-
-    env = os.environ.get("FUSAR_GPT_LANDCOVER_REF")
-    candidates = ([Path(env)] if env else []) + [
-        Path(landcover.__file__).resolve().parents[3] / "shared" / "data" / "aef_samples"]
-    return next((c for c in candidates if c.exists()), None)
-
-
-def part_fingerprint(cfg: BuildConfig, job: Job, stamps: dict | None = None) -> str:
-    """What an image's part was made from: its file (path, size, modification time), its annotation, its split
-    and every build setting that shapes records (AEF root and index, frame, grid, stretch, bands, tasks, classes,
-    land-cover reference, seed, ...), the index and reference by content (:func:`input_stamps`; pass them when
-    fingerprinting many images). A part whose fingerprint differs is stale and is made again, so a re-run
-    into the same ``--out`` after fixing ``--aef``, changing ``--frame`` or replacing the index file in place gives
-    what a fresh build gives."""
-    try:
-        st = os.stat(job.path) if job.path else None
-    except OSError:
-        st = None
-    payload = {"config": {k: v for k, v in config_dict(cfg).items() if k not in _NOT_SHAPING},
-               "file": [job.path, st.st_size, st.st_mtime_ns] if st else [job.path, None, None],
-               "annotation": asdict(job.ann) if job.ann is not None else None, "split": job.split,
-               "problems": job.problems, "geo": job.geo,
-               "inputs": stamps if stamps is not None else input_stamps(cfg)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-# quarantine reasons whose cause can change without any input the fingerprint sees: tiles added under the same
-# AEF root. Such parts are tried again on every run (one header read each), the others stay as they are.
-RETRY_REASONS = ("no AEF tile covers",)
-
-
-def up_to_date(part: dict | None, fingerprint: str) -> bool:
-    """Whether a part can be reused: made from the same inputs and settings, and not quarantined for a reason that
-    may have gone away since."""
-    if part is None or part.get("fingerprint") != fingerprint:
-        return False
-    return not any(r in p.get("reason", "") for p in part.get("problems", []) for r in RETRY_REASONS)
-
-
-def read_part(path: Path) -> dict | None:
-    """An image's part file as written, or None when it is missing or torn."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # missing or torn: made again
 
 
 NO_PLACE = "has no place, so no anchors (--require-geo); place it with a row of the --geo table"
@@ -235,6 +149,7 @@ class Worker:
             return self._plain_records(job)
         row = GeoRow(**job.geo) if job.geo else None
         width, height, placed = _header(job.path)
+        self._check_size(width, height)
         if not placed and row is None:
             return self._unplaced_raster_records(job)
         # a centre + pixel size needs the raster's size; a file's own georeference always wins over the row
@@ -260,6 +175,13 @@ class Worker:
                                                        "year": year, "aef_year": chip.anchors.year,
                                                        "band": img.band, "scale": img.scale})
 
+    def _check_size(self, width: int, height: int) -> None:
+        """An image above the chip cap is a scene, not a chip: refused from its header, before any pixel is read
+        (a 13 KB 20000 x 20000 TIFF otherwise cost 4 GB to become one all-black chip)."""
+        if width * height > self.cfg.max_pixels:
+            raise ValueError(f"{width}x{height} pixels is above the chip cap of {self.cfg.max_pixels} "
+                             f"(--max-pixels): a scene, not a chip; cut it into chips first")
+
     def _unplaced_raster_records(self, job: Job) -> list[dict]:
         """A TIFF with no georeference and no ``--geo`` row: what a PNG/JPEG chip without a row gets (an empty
         prior, ``meta.geo`` null), but its pixels read and stretched as any SAR raster's (band choice, scale)."""
@@ -282,7 +204,7 @@ class Worker:
     def _plain_records(self, job: Job) -> list[dict]:
         """A PNG/JPEG chip (most public SAR detection sets): its 8-bit pixels as they are, no georeference, so an
         empty prior (every anchor invalid: the model's missing-prior policy applies) and ``meta.geo`` null."""
-        pixels = to_gray(read_plain(job.path, Path(job.path).name, DEFAULT_MAX_PIXELS))
+        pixels = to_gray(read_plain(job.path, Path(job.path).name, self.cfg.max_pixels))
         degenerate = degenerate_reason(pixels.astype(np.float32), np.ones(pixels.shape, bool))
         if degenerate:
             raise ValueError(degenerate)
