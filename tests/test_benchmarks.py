@@ -77,3 +77,7 @@ def test_aef_pull_benchmark_dry_run_gets_identical_anchors_three_ways_over_http(
         assert r[way]["bytes"] > 0 and r[way]["requests"] > 0 and r[way]["seconds"] > 0
     assert r["window"]["files"] > 0 and r["whole"]["files"] == 4 and r["window"]["retries"] == 0
     assert r["bytes_ratio_per_chip_vs_window"] > 0 and r["time_ratio_whole_vs_window"] > 0
+    # the whole-tile bytes the default layout computes from measured block sizes (it does not write whole tiles)
+    # agree with the tiles written and downloaded here, where every block is real
+    assert abs(r["whole"]["computed_bytes"] / r["whole"]["local_bytes"] - 1) < 0.1
+    assert r["window"]["planned_bytes"] < r["window"]["bytes"] < r["whole"]["bytes"]
