@@ -281,7 +281,7 @@ def _raster_size(path: Path) -> tuple[int, int]:
         with open_raster(path) as ds:
             return ds.width, ds.height
     except RasterioError as err:
-        raise ValueError(f"{path}: not a readable raster ({' '.join(str(err).split())})") from None
+        raise ValueError(f"{path}: not a readable raster ({one_line(err)})") from None
 
 
 @contextmanager

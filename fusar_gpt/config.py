@@ -20,6 +20,7 @@ from typing import Literal
 import yaml
 
 from .data.tasks import TASKS, stage_tasks
+from .text import one_line
 
 # Every vocabulary a recipe key takes, defined once: the dataclass fields below are typed with these, check()
 # accepts exactly their values, and other modules import the tuples (model/policy.py has a row per TRAINABLE).
@@ -288,9 +289,9 @@ def _read(path: Path, seen: tuple = ()) -> dict:
     except FileNotFoundError:
         raise RecipeError(f"recipe {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError(f"recipe {path} cannot be read ({' '.join(str(err).split())})") from None
+        raise RecipeError(f"recipe {path} cannot be read ({one_line(err)})") from None
     except yaml.YAMLError as err:
-        raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(err).split())}") from None
+        raise RecipeError(f"recipe {path} is not valid YAML: {one_line(err)}") from None
     except RecursionError:  # `[[[[...` 100,000 deep exhausts the YAML composer's stack
         raise RecipeError(f"recipe {path} is not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):

@@ -17,11 +17,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .data.tasks import REPORT_ORDER, TASKS
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BASE_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo-base"   # the committed stage-0 model
 
 
-DEMO_TASKS = ("caption", "count", "locate", "classify", "detect", "landcover")
+DEMO_TASKS = TASKS  # every task of the registry, in its order (the base's tokenizer corpus follows it)
 
 
 @dataclass
@@ -60,7 +62,7 @@ class DemoSettings:
     turns: int = 8             # questions per image and training sequence
     loss_per: str = "sqrt"     # an answer of n tokens weighs sqrt(n): captions and boxes get learned, counts too
     eval_batch: int = 16
-    eval_tasks: tuple = ("count", "locate", "classify", "landcover", "detect", "caption")
+    eval_tasks: tuple = REPORT_ORDER
     # test records per task (the first n of each); the long answers (boxes, captions) are the costly ones
     eval_per_task: tuple = (("count", 240), ("locate", 240), ("classify", 300), ("landcover", 480), ("detect", 240),
                             ("caption", 160))

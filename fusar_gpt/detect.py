@@ -29,6 +29,7 @@ from .geo.raster import acquisition_date, open_raster
 from .geo.transforms import pixel_to_map, to_lonlat
 from .infer import answer
 from .io_atomic import write_json
+from .text import one_line
 
 DETECT_QUESTION = DETECT_QUESTIONS[0]
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -82,7 +83,7 @@ def _scene_header(path: Path):
                                f"not be placed on the map")
             return ds.width, ds.height, crs, transform, acquisition_date({**ds.tags(), **ds.tags(1)}, path)
     except RasterioError as err:
-        raise GeoError(f"{path}: not a readable raster ({' '.join(str(err).split())})") from None
+        raise GeoError(f"{path}: not a readable raster ({one_line(err)})") from None
 
 
 def pixels_to_lonlat(crs, transform, cols, rows) -> tuple[np.ndarray, np.ndarray]:

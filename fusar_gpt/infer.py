@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .chip import CHIP_MAX_PIXELS, ChipSpec, ModelChip, load_chip
-from .data.dataset import load_manifest
+from .data.manifest import load_manifest
 from .evaluate import predict, write_predictions
 from .geo.plain import PLAIN_SUFFIXES, InputTooLarge
 from .inputs import to_priors
 from .io_atomic import write_jsonl
 from .model.routing import adapter_of, route
+from .text import one_line
 from .vocab import RASTER_SUFFIXES
 
 IMAGE_SUFFIXES = PLAIN_SUFFIXES
@@ -31,7 +32,7 @@ def load_one(image, spec: ChipSpec, *, max_pixels: int = CHIP_MAX_PIXELS, **geo)
     try:
         return load_chip(image, spec, max_pixels=max_pixels, **geo)
     except InputTooLarge as err:
-        raise InputTooLarge(f"{' '.join(str(err).split())} for one chip (the model sees {spec.frame} px a side): "
+        raise InputTooLarge(f"{one_line(err)} for one chip (the model sees {spec.frame} px a side): "
                             f"tile a whole scene with `fusar-gpt detect-scene`, or raise --max-pixels") from None
 
 
@@ -118,7 +119,7 @@ def ask_folder(model, spec: ChipSpec, folder, question: str, out, *, store=None,
             ready.append((len(rows) - 1, load_one(path, spec, store=store, year=year, no_aef=no_aef,
                                                 anchors=anchors, max_pixels=max_pixels)))
         except ValueError as err:
-            rows[-1]["error"] = " ".join(str(err).split())
+            rows[-1]["error"] = one_line(err)
         if len(ready) == batch_size:
             flush()
     if ready:

@@ -23,6 +23,7 @@ from .report_tables import (  # noqa: F401  (re-exported: callers read the table
     metrics_table,
     verdict,
 )
+from .text import one_line
 
 _LEGEND = ("Each cell reads value [95% bootstrap interval]. Fractions lie in [0, 1]; MAE counts objects (lower is "
            "better); CIDEr is on a 0-10 scale; n is the number of items scored; — marks a figure a run lacks.")
@@ -53,7 +54,7 @@ def _sync_figures(out: Path, owned: Sequence[str], written: Sequence[str]) -> No
 def _head(title: str, notes: Sequence[str]) -> list[str]:
     lines = [f"# {title}", ""]
     if notes:
-        lines += ["## Notes", "", *(f"- {' '.join(str(n).split())}" for n in notes), ""]
+        lines += ["## Notes", "", *(f"- {one_line(n)}" for n in notes), ""]
     return lines
 
 

@@ -47,7 +47,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .boxes import iou  # noqa: F401  (re-exported: callers read IoU, tokens and LCS from here)
-from .data.dataset import read_jsonl
+from .data.manifest import read_jsonl
 from .data.tasks import LANDCOVER_WORDS, REGISTRY, TASKS
 from .outcomes import CIDER_SIGMA, ROUGE_BETA, THRESHOLDS, Figures, lcs, match_boxes, tokens  # noqa: F401
 

@@ -25,6 +25,7 @@ from .chip import InputTooLarge, load_chip
 from .geo import GeoError, check_bbox
 from .geo.anchors import Anchors
 from .serve_limits import Busy, PixelBudget, header_size
+from .text import one_line
 
 log = logging.getLogger("fusar_gpt.serve")
 YEARS = (1900, 2100)  # as the AEF store: a year outside is a typo, not a request for the nearest year
@@ -156,7 +157,7 @@ def _geo(req: ChatRequest) -> dict:
         elif isinstance(anchors, str):
             geo["anchors_path"] = anchors
     except (GeoError, TypeError, ValueError, OverflowError) as err:
-        raise _bad(" ".join(str(err).split())) from None
+        raise _bad(one_line(err)) from None
     if geo["no_aef"] and (geo.get("anchors") is not None or geo.get("anchors_path")):
         raise _bad("anchors and no_aef contradict each other: give one")
     return geo
@@ -257,7 +258,7 @@ def client_message(message: str, config, name: str) -> str:
     and no server path. The temporary file of an upload leaks through GDAL/libtiff messages by its basename
     (``fusar-upload-lnmpk952.tif: TIFFReadDirectory...``), the image root by its folders, and any other file by an
     absolute path; each is replaced here, in the server layer, whatever the reader below wrote."""
-    message = " ".join(str(message).split())
+    message = one_line(message)
     if config.image_root:  # the client's own path, relative to the root it cannot see
         for root in {str(Path(config.image_root).resolve()), str(Path(config.image_root).absolute())}:
             message = message.replace(root, "<image root>")

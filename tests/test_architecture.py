@@ -73,9 +73,10 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_cli_parsers_and_the_manifest_reader_import_no_torch():
     """``fusar-gpt --help`` (and a mistyped option) builds every parser, and reading a manifest is all that
-    ``score`` needs besides the scorer: neither may pay the seconds torch and transformers take to import."""
+    ``score`` needs besides the scorer (and the demo's settings, read to check the committed base): none may pay
+    the seconds torch and transformers take to import."""
     code = ("import sys; from fusar_gpt.__main__ import main; main([]); import fusar_gpt.data.manifest, "
-            "fusar_gpt.data.tasks, fusar_gpt.report; print(sorted(m for m in ('torch', 'transformers', 'accelerate') "
-            "if m in sys.modules))")
+            "fusar_gpt.data.tasks, fusar_gpt.report, fusar_gpt.scoring, fusar_gpt.demo_settings; "
+            "print(sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "usage: fusar-gpt" in out and out.strip().splitlines()[-1] == "[]"

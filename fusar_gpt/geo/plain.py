@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..text import one_line
+
 NOT_8BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL modes a conversion to RGB would clip silently
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -35,7 +37,7 @@ def read_plain(src, name: str, max_pixels: int) -> np.ndarray:
     except UnidentifiedImageError:
         raise ValueError(f"{name} is not a readable PNG/JPEG image") from None
     except OSError as err:
-        raise ValueError(f"{name} is not a readable image ({' '.join(str(err).split())})") from None
+        raise ValueError(f"{name} is not a readable image ({one_line(err)})") from None
 
 
 def to_gray(pixels: np.ndarray) -> np.ndarray:

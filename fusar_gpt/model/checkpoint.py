@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..data.tasks import TASKS
+from ..text import one_line
 from .policy import trains_whole_backbone
 from .tlm import TLM
 
@@ -52,7 +53,7 @@ def load_tlm(run_dir: str | Path, device: str | torch.device = "cpu") -> TLM:
     try:
         cfg = json.loads(cfg_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise CheckpointError(f"{cfg_path}: not a readable TLM config ({' '.join(str(err).split())})") from None
+        raise CheckpointError(f"{cfg_path}: not a readable TLM config ({one_line(err)})") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}")
     fmt = cfg.pop("format", None)
@@ -61,18 +62,18 @@ def load_tlm(run_dir: str | Path, device: str | torch.device = "cpu") -> TLM:
     try:
         tlm = TLM(**cfg)
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{cfg_path}: not a TLM config ({' '.join(str(err).split())})") from None
+        raise CheckpointError(f"{cfg_path}: not a TLM config ({one_line(err)})") from None
     try:
         state = load_file(str(weights), device=str(device))
     except Exception as err:  # safetensors raises its own SafetensorError (and OSError) on a torn or lying file
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({' '.join(str(err).split())})") from None
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({one_line(err)})") from None
     bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
     if bad:
         raise CheckpointError(f"{weights}: non-finite values in {', '.join(bad)} (a diverged run?)")
     try:
         missing, unexpected = tlm.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a shape that does not match tlm.json
-        raise CheckpointError(f"{weights}: tensors do not fit tlm.json ({' '.join(str(err).split())[:300]})") from None
+        raise CheckpointError(f"{weights}: tensors do not fit tlm.json ({one_line(err)[:300]})") from None
     if missing or unexpected:
         raise CheckpointError(f"{weights}: tensors do not match tlm.json (missing {missing}, unexpected {unexpected})")
     return tlm.to(device)
@@ -137,14 +138,14 @@ def _peft_load(path: Path, load):
     try:
         json.loads(config.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"{config}: not a readable adapter configuration ({' '.join(str(err).split())})"
+        raise CheckpointError(f"{config}: not a readable adapter configuration ({one_line(err)})"
                               ) from None
     except RecursionError:  # 100,000 nested lists: the JSON decoder's stack, one line rather than a traceback
         raise CheckpointError(f"{config}: not a readable adapter configuration (nested too deeply)") from None
     try:
         return load()
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
-        raise CheckpointError(f"{path}: not a loadable peft adapter ({' '.join(str(err).split())[:300]})"
+        raise CheckpointError(f"{path}: not a loadable peft adapter ({one_line(err)[:300]})"
                               ) from None
 
 

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from ..chip import ChipSpec
 from ..data.tasks import TASKS
 from ..io_atomic import atomic_dir
+from ..text import one_line
 from .checkpoint import ADAPTERS, RUN_CONFIG, CheckpointError, safe_torch_load, save_tlm
 from .tlm import TLM
 
@@ -176,7 +177,7 @@ def _read_official(src: Path, sigma: float | None, missing: str) -> tuple[TLM, d
         tlm.mlp.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     except RuntimeError as err:  # an extra or missing bias
         raise CheckpointError(f"{weights}: film_mlp does not fit Sequential(Linear, SiLU, Linear) "
-                              f"({' '.join(str(err).split())[:200]})") from None
+                              f"({one_line(err)[:200]})") from None
     return tlm, cfg, sd
 
 
@@ -214,7 +215,7 @@ def _check_base_fits(tlm: TLM, weights: Path, base_dir: Path | None) -> None:
     try:
         cfg = json.loads(config.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"{config}: not a readable model configuration ({' '.join(str(err).split())})"
+        raise CheckpointError(f"{config}: not a readable model configuration ({one_line(err)})"
                               ) from None
     text = cfg.get("text_config") if isinstance(cfg, dict) else None
     hidden = (text or {}).get("hidden_size", cfg.get("hidden_size") if isinstance(cfg, dict) else None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from ..data.tasks import TASKS, task_of_question
+from ..text import one_line
 
 ASK_TASK = "pass --task TASK"  # how a command-line user names the task (the server says it its own way)
 
@@ -46,7 +47,7 @@ def choose_adapter(adapters: Sequence[str], question: str, task: str | None = No
     if task is not None and task not in TASKS:
         raise RoutingError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     found = task or task_of_question(question)
-    shown = " ".join(str(question).split())
+    shown = one_line(question)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     if found is None:
         raise RoutingError(f"cannot tell which task the question {shown!r} asks, and this model answers with one "
