@@ -45,6 +45,7 @@ class Faults:
     slow_first_s: float = 1.0
     missing: set[str] = field(default_factory=set)
     forbidden: set[str] = field(default_factory=set)
+    refuse_offsets: set[int] = field(default_factory=set)  # 403 for any range covering one of these bytes
 
 
 @dataclass
@@ -144,6 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._status(404, rel, rng, body, "NoSuchKey")
         size = target.stat().st_size
         ranges = _parse_ranges(rng, size) if rng else None
+        if ranges and any(a <= o <= b for a, b in ranges for o in faults.refuse_offsets):
+            return self._status(403, rel, rng, body, "AccessDenied")  # a fetch that fails mid-pull, every time
         if ranges == []:
             self.send_response(416)
             self.send_header("Content-Range", f"bytes */{size}")

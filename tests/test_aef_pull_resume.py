@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,9 +22,10 @@ from rasterio.windows import Window
 from fusar_gpt.geo import GeoError
 from fusar_gpt.geo.aef import AEFStore, to_lonlat
 from fusar_gpt.geo.aef_codes import BANDS
-from fusar_gpt.geo.aef_http import CHUNK, HttpClient, block_ranges
+from fusar_gpt.geo.aef_http import CHUNK, HttpClient
 from fusar_gpt.geo.aef_plan import Box, Footprint, merge_boxes
 from fusar_gpt.geo.aef_pull import pull
+from fusar_gpt.geo.aef_remote_tile import block_ranges
 from fusar_gpt.geo.aef_tiles import temp_prefix, tile_origin, write_tile
 from tests.aef_server import serve, write_url_index
 
@@ -162,6 +164,45 @@ def test_sigkilled_pull_resumes_to_the_clean_files_fetching_only_the_interrupted
     headers = clean["sent"] - clean["res"]["bytes_to_fetch"]
     assert clean["res"]["bytes_to_fetch"] == sum(windows) and 0 < headers < clean["sent"] / 4
     assert first + second - clean["sent"] <= max(windows) + headers
+
+
+def test_a_block_a_finished_window_shares_with_a_later_one_is_not_fetched_again_after_a_failure(
+        server, bucket, tmp_path):
+    """Windows 1 and 3 share block A, window 2 needs block B. The pull dies fetching B (a 403 stands for a
+    killed process: the same point, deterministically): window 1 is written, A is still needed by window 3. The
+    re-run fetches B (the interrupted window) and reads A from the blocks the first run left on disk: no byte of A
+    crosses the network twice, and the files equal a clean pull's."""
+    a1 = footprint(bucket, 4, 4, 12, 12)                  # block (0, 0)
+    b = footprint(bucket, BLOCK + 4, 4, BLOCK + 12, 12)   # block (1, 0)
+    a3 = footprint(bucket, 4, 50, 12, 58)                 # block (0, 0) again, 38 px away: its own window
+    fps = [a1, b, a3]
+    cache = tmp_path / "cache"
+    plan = pull(server.root_url, tmp_path / "plan", fps, index=server.index, dry_run=True, cache_dir=cache)
+    assert [len(t["windows"]) for t in plan["tiles"]] == [3]
+    with rasterio.open(bucket / TILE) as ds:
+        order = [BANDS.index(d) + 1 for d in ds.descriptions]
+        block_a = sorted(set(block_ranges(ds, Window(0, 0, BLOCK, BLOCK), order)))
+        block_b = sorted(set(block_ranges(ds, Window(BLOCK, 0, BLOCK, BLOCK), order)))
+    clean = tmp_path / "clean"
+    server.reset()
+    pull(server.root_url, clean, fps, index=server.index, progress=False, workers=1, cache_dir=cache)
+    server.reset()
+    out = tmp_path / "aef"
+    server.faults.refuse_offsets = {block_b[0][0]}
+    with pytest.raises(GeoError, match="403"):
+        pull(server.root_url, out, fps, index=server.index, progress=False, workers=1, cache_dir=cache)
+    def asks_a(h) -> bool:
+        return bool(h.range) and any(re.search(rf"[=,]\s*{o}-", h.range) for o, _ in block_a)
+
+    sent_a = sum(h.sent for h in server.hits() if asks_a(h))
+    assert sent_a >= sum(n for _, n in block_a)  # the first run fetched A (for windows 1 and 3)
+    assert len(list(out.glob("*/*/t__*.tiff"))) == 1  # window 1 written, 2 failed, 3 never started
+    server.reset()
+    res = pull(server.root_url, out, fps, index=server.index, progress=False, workers=1, cache_dir=cache)
+    assert len(res["written"]) == 2
+    again = [h for h in server.hits() if asks_a(h)]
+    assert again == [], again  # A came from disk
+    assert files(out) == files(clean)  # and nothing of the first run's blocks is left behind
 
 
 def test_pull_sweeps_the_temporaries_of_killed_writers_and_only_those(server, bucket, clean, tmp_path):

@@ -14,9 +14,10 @@ import rasterio
 from rasterio.windows import Window
 
 from fusar_gpt.geo.aef import AEFStore, quantize
-from fusar_gpt.geo.aef_http import HttpClient, RemoteError, block_ranges, open_http
+from fusar_gpt.geo.aef_http import HttpClient, RemoteError
 from fusar_gpt.geo.aef_plan import bbox_footprints, images_footprints
 from fusar_gpt.geo.aef_pull import pull
+from fusar_gpt.geo.aef_remote_tile import block_ranges, open_http
 from fusar_gpt.geo.aef_tiles import tile_origin, write_tile
 from tests.aef_server import serve, write_url_index
 
@@ -448,7 +449,7 @@ def test_s3_roots_are_read_anonymously_unless_credentials_are_configured(server,
     import shutil
 
     from fusar_gpt.geo import GeoError
-    from fusar_gpt.geo.aef_index import gdal_options
+    from fusar_gpt.geo.aef_paths import gdal_options
     from fusar_gpt.geo.aef_read import TileReader
 
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",

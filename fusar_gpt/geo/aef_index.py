@@ -11,20 +11,29 @@ headers are scanned once; both results are cached on disk because the official i
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..io_atomic import atomic_path, write_text
 from . import GeoError
 from .aef_codes import band_order
 from .aef_http import HttpClient, RemoteError, is_http
+from .aef_paths import (  # noqa: F401 (re-exported: remote paths were read from here)
+    CREDENTIAL_ENV,
+    cache_path,
+    default_cache_dir,
+    gdal_options,
+    gdal_path,
+    is_remote,
+)
 
 INDEX_NAMES = ("aef_index.parquet", "aef_index.csv")
 REQUIRED_COLUMNS = ("path", "year", "wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")
@@ -33,50 +42,6 @@ CSV_COLUMNS = ("fid", "path", "year", "utm_zone", "crs", "utm_west", "utm_south"
 _ZONE = re.compile(r"^(\d{1,2})([NS])$")
 _YEAR = re.compile(r"^\d{4}$")
 CACHE_VERSION = 2  # 2: exports (any folder, year from path, zone from CRS) are scanned too
-
-
-def is_remote(path: str) -> bool:
-    return str(path).startswith(("/vsi", "s3://", "gs://", "http://", "https://"))
-
-
-def gdal_path(path: str) -> str:
-    """Bucket URLs as GDAL virtual paths (``s3://b/k`` -> ``/vsis3/b/k``). ``http(s)://`` stays as it is: those
-    tiles are read through :mod:`.aef_http`, not GDAL's ``/vsicurl/`` (which fails silently on dropped
-    connections; see there)."""
-    for scheme, prefix in (("s3://", "/vsis3/"), ("gs://", "/vsigs/")):
-        if path.startswith(scheme):
-            return prefix + path[len(scheme):]
-    return path
-
-
-CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
-                  "AWS_NO_SIGN_REQUEST")
-
-
-def gdal_options(path: str) -> dict[str, str]:
-    """GDAL configuration a tile at ``path`` is read under. ``s3://`` (``/vsis3/``) paths are read anonymously
-    (``AWS_NO_SIGN_REQUEST=YES``): the public bucket needs no account, and GDAL would otherwise look for
-    credentials, find none and fail. Not when the user has configured any (``CREDENTIAL_ENV``, or a shared
-    credentials file): a private mirror must be read with them, and their own ``AWS_NO_SIGN_REQUEST`` wins.
-    ``gs://`` needs nothing here: Google's bucket is requester-pays, so GDAL's own ``GS_USER_PROJECT`` (and
-    credentials) must come from the user's environment, which GDAL reads itself."""
-    p = str(path)
-    if not p.startswith(("s3://", "/vsis3/")):
-        return {}
-    if any(os.environ.get(k) for k in CREDENTIAL_ENV):
-        return {}
-    shared = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(os.path.expanduser("~"), ".aws",
-                                                                           "credentials")
-    if os.path.isfile(shared):
-        return {}
-    return {"AWS_NO_SIGN_REQUEST": "YES"}
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("FUSAR_GPT_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fusar-gpt"
 
 
 def parse_zone(zone: str) -> tuple[int, str] | None:
@@ -201,7 +166,7 @@ def scan_tiles(root: str, cache_dir: Path | None = None, progress: bool = False)
     base = Path(root)
     files = sorted(p for p in base.rglob("*") if p.suffix.lower() in (".tif", ".tiff") and p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(base).parts))
-    cache_file = _cache_path(root, cache_dir, "scan.json")
+    cache_file = cache_path(root, cache_dir, "scan.json")
     cached = {}
     if cache_file and cache_file.exists():
         try:
@@ -213,7 +178,6 @@ def scan_tiles(root: str, cache_dir: Path | None = None, progress: bool = False)
     entries = {}
     it = files
     if progress:
-        from tqdm import tqdm
         it = tqdm(files, desc="scanning AEF tile headers", unit="tile", disable=len(files) < 50)
     for p in it:
         rel = p.relative_to(base).as_posix()
@@ -293,7 +257,7 @@ def load_index(root: str, index: str | None = None, cache_dir: Path | None = Non
         if not _exists(index):
             raise GeoError(f"AEF index {index} is not a local file (download the bucket's aef_index.parquet "
                            f"once and pass its path)")
-        cache_file = _cache_path(f"{root}|{index}|{_signature(index)}", cache_dir, "index.npz")
+        cache_file = cache_path(f"{root}|{index}|{_signature(index)}", cache_dir, "index.npz")
         if cache_file and cache_file.exists():
             try:
                 return TileIndex.load_npz(cache_file)
@@ -318,10 +282,8 @@ def _fetch_index(url: str, cache_dir, http) -> str:
     name = url.rsplit("/", 1)[-1].split("?")[0]
     suffix = ".parquet" if name.endswith(".parquet") else ".csv"
     size = client.size(url)
-    local = _cache_path(f"{url}|{size}", cache_dir, f"aef_index{suffix}")
+    local = cache_path(f"{url}|{size}", cache_dir, f"aef_index{suffix}")
     if local is None:  # caching off: a private temporary copy
-        import tempfile
-
         local = Path(tempfile.mkdtemp(prefix="fusar-aef-index-")) / f"aef_index{suffix}"
     if not local.exists() or local.stat().st_size != size:
         with atomic_path(local, suffix) as tmp, open(tmp, "wb") as fh:
@@ -349,14 +311,3 @@ def _signature(path: str) -> str:
         return "remote"
     st = os.stat(path)
     return f"{st.st_size}-{st.st_mtime_ns}"
-
-
-def _cache_path(key: str, cache_dir, suffix: str) -> Path | None:
-    """Where to cache; ``cache_dir=False`` turns caching off."""
-    if cache_dir is False:
-        return None
-    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    return base / "aef" / f"{digest}.{suffix}"
-
-

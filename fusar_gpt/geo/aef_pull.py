@@ -27,11 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from . import GeoError
 from .aef import AEFStore
 from .aef_codes import DIM
-from .aef_http import HttpClient, RemoteError, block_ranges, is_http
-from .aef_index import is_remote
+from .aef_http import HttpClient, RemoteError, is_http
+from .aef_paths import is_remote
 from .aef_plan import (
     Box,
     Footprint,
@@ -43,6 +45,7 @@ from .aef_plan import (
     window_name,
 )
 from .aef_read import TileReader
+from .aef_remote_tile import block_ranges
 from .aef_tiles import staging_dir, sweep_temps, write_index, write_tile_pieces
 from .transforms import window_transform
 
@@ -213,7 +216,6 @@ def execute(plan: PullPlan, store: AEFStore, *, workers: int = 4, progress: bool
     total = sum(t.size if plan.whole_tiles else sum(t.new_bytes()) for t in todo)
     bar = None
     if progress:
-        from tqdm import tqdm
 
         bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="pulling AEF", leave=False)
     lock = threading.Lock()
@@ -258,8 +260,14 @@ def _fetch_tile(t: TilePlan, store: AEFStore, local: Path, whole: bool) -> list[
         return [t.local()]
     tile = TileReader(t.path, store.http)
     out = []
+    # blocks fetched but not yet used up survive a kill here (see RemoteTile.spill); keyed by the remote size
+    spill = local / t.local().rsplit("/", 1)[0] / f".aef-blocks-{Path(t.path).stem}-{tile.remote.size}" \
+        if tile.remote is not None else None
     try:
         block = tile.ds.block_shapes[0]
+        if spill is not None:
+            spill.mkdir(parents=True, exist_ok=True)
+            tile.remote.spill = spill
         todo = [b for b, present in zip(t.boxes, t.present) if not present]
         pieces = {b: block_pieces(b, block) for b in todo}
         needs = {(b, p): sorted(set(block_ranges(tile.ds, _window(p), tile.order))) for b in todo for p in pieces[b]}
@@ -277,6 +285,8 @@ def _fetch_tile(t: TilePlan, store: AEFStore, local: Path, whole: bool) -> list[
                               height=box.height, crs=tile.ds.crs, block_size=block[0], overviews=False,
                               transform=window_transform(tile.ds.transform, box.c0, box.r0))
             out.append(t.local(box))
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)  # every window of the tile is written: nothing to resume
     finally:
         tile.close()
     return out

@@ -3,7 +3,7 @@
 Kinds: a bucket COG (int8, bottom-up, nodata -128) or an Earth Engine export (a GeoTIFF with bands
 A00..A63, float32 de-quantised values or int8 codes, north-up, any CRS and tiling). Places: a local
 file, a GDAL virtual path (``/vsis3/...``, ``s3://``, ``gs://``; s3 read anonymously unless the user has
-credentials, see ``aef_index.gdal_options``), or an ``http(s)://`` URL read through :mod:`.aef_http`
+credentials, see ``aef_paths.gdal_options``), or an ``http(s)://`` URL read through :mod:`.aef_http`
 (checked, retried range reads; GDAL's ``/vsicurl/`` is not used for those, see there).
 
 Exports are checked band by band (``aef_codes.band_order``) and re-ordered by band name when needed.
@@ -18,8 +18,9 @@ import numpy as np
 
 from . import GeoError
 from .aef_codes import NODATA, band_order, dequantize
-from .aef_http import HttpClient, RemoteError, block_ranges, is_http, open_http
-from .aef_index import gdal_options, gdal_path
+from .aef_http import HttpClient, RemoteError, is_http
+from .aef_paths import gdal_options, gdal_path
+from .aef_remote_tile import block_ranges, open_http
 from .transforms import crs_key, map_to_pixel
 
 

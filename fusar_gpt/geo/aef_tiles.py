@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 
 from ..io_atomic import atomic_path
 from . import GeoError
@@ -121,7 +122,6 @@ def write_tile(path, codes: np.ndarray, *, crs, west: float, north: float, pixel
     """Write int8 ``codes [64, H, W]`` given NORTH-UP (row 0 = northernmost) with its top-left corner
     at (``west``, ``north``) in ``crs``. ``bottom_up`` stores it as the bucket does (positive y size).
     """
-    from affine import Affine
     from rasterio.windows import Window
 
     codes = np.asarray(codes)
