@@ -169,3 +169,12 @@ def request(port, method="POST", path="/v1/chat/completions", body=None, token=K
     conn.close()
     assert b"Traceback" not in raw and b'File "' not in raw  # never a stack trace
     return resp.status, json.loads(raw), dict(resp.getheaders())
+
+
+def sparse_tif(path, side: int, dtype: str = "uint8", count: int = 1):
+    """A georeferenced GeoTIFF declaring side x side pixels in a few KB (sparse: only one block written)."""
+    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=count, dtype=dtype,
+                       crs="EPSG:32631", transform=Affine(10, 0, 500_000, 0, -10, 4_800_000), tiled=True,
+                       sparse_ok=True) as ds:
+        ds.write(np.ones((count, 16, 16), dtype), window=((0, 16), (0, 16)))
+    return path

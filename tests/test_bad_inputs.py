@@ -19,7 +19,7 @@ from affine import Affine
 
 from fusar_gpt.__main__ import main
 
-from .infer_helpers import YEAR, make_aef, make_run, utm_scene, write_scene
+from .infer_helpers import YEAR, make_aef, make_run, sparse_tif, utm_scene, write_scene
 
 
 def bomb_png(path, side: int = 15000):
@@ -75,15 +75,6 @@ def test_ask_refuses_each_bad_image_in_one_line(run, tmp_path, capsys):
     for year in ("-3", "99999999999999999999"):
         one_line_exit_2(["ask", model, scene, ASK, "--aef", aef, "--year", year], capsys, "year")
     one_line_exit_2(["ask", model, scene, "x" * 16_001, "--aef", aef], capsys, "16000")
-
-
-def sparse_tif(path, side: int, dtype: str = "uint8", count: int = 1):
-    """A georeferenced GeoTIFF declaring side x side pixels in a few KB (sparse: only one block written)."""
-    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=count, dtype=dtype,
-                       crs="EPSG:32631", transform=Affine(10, 0, 500_000, 0, -10, 4_800_000), tiled=True,
-                       sparse_ok=True) as ds:
-        ds.write(np.ones((count, 16, 16), dtype), window=((0, 16), (0, 16)))
-    return path
 
 
 def test_ask_refuses_a_scene_sized_image_from_its_header(run, tmp_path, capsys):

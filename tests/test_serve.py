@@ -35,9 +35,9 @@ from .infer_helpers import (
     noise_image,
     png_bytes,
     request,
+    sparse_tif,
     utm_scene,
 )
-from .test_bad_inputs import sparse_tif
 
 
 @pytest.fixture(scope="module")
