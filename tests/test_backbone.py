@@ -18,6 +18,7 @@ from fusar_gpt.model.backbone import (
     load_processor,
     make_backbone,
     preset_config,
+    train_tokenizer,
 )
 
 from .conftest import random_image
@@ -114,3 +115,19 @@ def test_same_seed_same_weights(tmp_path):
     b = load_backbone(make_backbone("tiny", tmp_path / "b", seed=3))[0]
     for (na, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(pa, pb), na
+
+
+def test_the_tokenizer_splits_numbers_into_digits_as_qwen_does():
+    """A box coordinate is three digit tokens (Qwen2's pre-tokenisation), never one token per number: the model then
+    learns ten digits with an order instead of hundreds of unrelated number tokens (this is what let the demo's
+    small model learn to draw boxes)."""
+    tok = train_tokenizer(["[{\"bbox_2d\": [137, 52, 198, 77], \"label\": \"ship\"}] There are 12 ships."] * 50,
+                          vocab_size=600)
+    text = '[{"bbox_2d": [137, 52, 198, 77], "label": "ship"}]'
+    ids = tok(text)["input_ids"]
+    pieces = tok.convert_ids_to_tokens(ids)
+    digits = [p for p in pieces if any(c.isdigit() for c in p)]
+    assert digits and all(len(p.lstrip("\u0120")) == 1 for p in digits), pieces
+    assert "".join(digits) == "2" + "1375219877"  # bbox_2d's 2, then each coordinate's digits one by one
+    assert tok.decode(ids) == text
+

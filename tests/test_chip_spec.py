@@ -15,6 +15,7 @@ from fusar_gpt.data.build import BuildConfig, build
 from fusar_gpt.data.dataset import ManifestDataset, load_manifest
 from fusar_gpt.geo.aef import AEFStore
 from fusar_gpt.geo.anchors import Anchors
+from fusar_gpt.infer import load_one
 from fusar_gpt.model.fusar import FusarGPT
 from fusar_gpt.serve import ServeConfig
 from fusar_gpt.serve_api import prepare_request
@@ -59,7 +60,7 @@ def test_one_geotiff_gives_identical_pixels_and_anchors_through_build_dataset_as
     assert record["meta"]["band"] == "band 1" and record["meta"]["scale"] == "db"  # what was read, recorded
 
     store = AEFStore(aef, cache_dir=False)
-    asked = load_chip(tif, SPEC, store=store)  # ask, detect-scene's per-tile reads and the folder mode use this
+    asked = load_one(tif, SPEC, store=store)  # what `ask` (one image and the folder mode) reads images with
     config = ServeConfig(model_name="m", no_auth=True, image_root=str(images), chip=SPEC, store=store)
     served = prepare_request({"image": {"path": tif.name}, "geo": {"no_aef": False}}, config)
     geotiff_record = {**record, "image": str(tif)}  # a manifest that names the GeoTIFF itself
