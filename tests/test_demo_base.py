@@ -36,3 +36,5 @@ def test_the_base_weights_have_the_small_preset_shape_in_bfloat16_and_load():
     model, processor = load_backbone(str(BASE_DIR))
     assert sum(p.numel() for p in model.parameters()) == sum(t.numel() for t in tensors)
     assert processor.tokenizer("What is the dominant land cover in this image?")["input_ids"]
+    pieces = processor.tokenizer.tokenize('[{"bbox_2d": [137, 52, 198, 77], "label": "ship"}]')
+    assert [p.lstrip("\u0120") for p in pieces if any(c.isdigit() for c in p)] == list("21375219877")  # Qwen's digits
