@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
+import http.server
 import io
 import json
+import threading
 import warnings
 from pathlib import Path
 
@@ -178,3 +181,29 @@ def sparse_tif(path, side: int, dtype: str = "uint8", count: int = 1):
                        sparse_ok=True) as ds:
         ds.write(np.ones((count, 16, 16), dtype), window=((0, 16), (0, 16)))
     return path
+
+
+@contextlib.contextmanager
+def listener():
+    """A loopback HTTP server that answers 404 to everything and records each path asked for: ``(port, hits)``.
+    Where nothing may be fetched (a VRT pointing at ``/vsicurl/``), ``hits`` must stay empty."""
+    hits: list[str] = []
+
+    class Spy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *a):
+            pass
+
+    spy = http.server.HTTPServer(("127.0.0.1", 0), Spy)
+    threading.Thread(target=spy.serve_forever, daemon=True).start()
+    try:
+        yield spy.server_port, hits
+    finally:
+        spy.shutdown()
+

@@ -19,7 +19,7 @@ from affine import Affine
 
 from fusar_gpt.__main__ import main
 
-from .infer_helpers import YEAR, make_aef, make_run, sparse_tif, utm_scene, write_scene
+from .infer_helpers import YEAR, listener, make_aef, make_run, sparse_tif, utm_scene, write_scene
 
 
 def bomb_png(path, side: int = 15000):
@@ -345,29 +345,9 @@ def test_eval_refuses_a_50_mb_question_in_one_line(run, tmp_path, capsys):
 
 
 def test_detect_scene_refuses_a_vrt_under_a_tif_name_and_fetches_nothing(run, tmp_path, capsys):
-    import http.server
-    import threading
-
-    hits = []
-
-    class Spy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            hits.append(self.path)
-            self.send_response(404)
-            self.end_headers()
-
-        do_HEAD = do_GET  # noqa: N815
-
-        def log_message(self, *a):
-            pass
-
-    spy = http.server.HTTPServer(("127.0.0.1", 0), Spy)
-    threading.Thread(target=spy.serve_forever, daemon=True).start()
-    try:
-        model, _, _ = run
-        scene = vrt_tif(tmp_path / "scene.tif", f"/vsicurl/http://127.0.0.1:{spy.server_port}/x.tif")
+    model, _, _ = run
+    with listener() as (port, hits):
+        scene = vrt_tif(tmp_path / "scene.tif", f"/vsicurl/http://127.0.0.1:{port}/x.tif")
         one_line_exit_2(["detect-scene", model, scene, "--no-aef", "--out", tmp_path / "d.geojson"], capsys,
                         "scene.tif")
-        assert hits == [] and not (tmp_path / "d.geojson").exists()
-    finally:
-        spy.shutdown()
+    assert hits == [] and not (tmp_path / "d.geojson").exists()

@@ -4,7 +4,6 @@ codes, limits, the image root, dynamic batching of 50 concurrent requests, answe
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
 import threading
@@ -29,6 +28,7 @@ from .infer_helpers import (
     YEAR,
     chat_body,
     data_url,
+    listener,
     lonlat_scene,
     make_aef,
     make_run,
@@ -256,40 +256,27 @@ def _vrt(path, target) -> None:
 def test_a_vrt_under_a_tif_name_never_reaches_gdal(world, tmp_path):
     """A .tif of VRT XML inside the root pointing outside it (or at a URL) is refused as not a GeoTIFF; nothing
     is read or fetched. The same bytes uploaded are refused too, and so does ask."""
-    hits = []
-
-    class Spy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            hits.append(self.path)
-            self.send_response(404)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    spy = http.server.HTTPServer(("127.0.0.1", 0), Spy)
-    threading.Thread(target=spy.serve_forever, daemon=True).start()
-    try:
-        _vrt(world["images"] / "escape.tif", world["root"] / "outside.png")
-        _vrt(world["images"] / "fetch.tif", f"/vsicurl/http://127.0.0.1:{spy.server_port}/x.tif")
-        for name in ("escape.tif", "fetch.tif"):
-            status, body, _ = request(world["port"], body=chat_body(name, no_aef=True))
-            assert status == 400 and "not a GeoTIFF, PNG or JPEG" in body["error"]["message"], body
-        raw = (world["images"] / "fetch.tif").read_bytes()
-        status, body, _ = request(world["port"], body=chat_body("data:image/tiff;base64," +
-                                                                base64.b64encode(raw).decode(), no_aef=True))
-        assert status == 400 and "not a GeoTIFF, PNG or JPEG" in body["error"]["message"]
-        # a real TIFF header over VRT content is refused by the GeoTIFF-only driver
-        (world["images"] / "masked.tif").write_bytes(b"II*\x00" + raw)
-        status, body, _ = request(world["port"], body=chat_body("masked.tif", no_aef=True))
-        assert status == 400 and "not a readable raster" in body["error"]["message"]
-        with pytest.raises(ValueError, match="not a GeoTIFF"):
-            load_chip(world["images"] / "fetch.tif", world["settings"], no_aef=True)
-        assert hits == []
-    finally:
-        spy.shutdown()
-        for name in ("escape.tif", "fetch.tif", "masked.tif"):
-            (world["images"] / name).unlink(missing_ok=True)
+    with listener() as (port, hits):
+        try:
+            _vrt(world["images"] / "escape.tif", world["root"] / "outside.png")
+            _vrt(world["images"] / "fetch.tif", f"/vsicurl/http://127.0.0.1:{port}/x.tif")
+            for name in ("escape.tif", "fetch.tif"):
+                status, body, _ = request(world["port"], body=chat_body(name, no_aef=True))
+                assert status == 400 and "not a GeoTIFF, PNG or JPEG" in body["error"]["message"], body
+            raw = (world["images"] / "fetch.tif").read_bytes()
+            status, body, _ = request(world["port"], body=chat_body("data:image/tiff;base64," +
+                                                                    base64.b64encode(raw).decode(), no_aef=True))
+            assert status == 400 and "not a GeoTIFF, PNG or JPEG" in body["error"]["message"]
+            # a real TIFF header over VRT content is refused by the GeoTIFF-only driver
+            (world["images"] / "masked.tif").write_bytes(b"II*\x00" + raw)
+            status, body, _ = request(world["port"], body=chat_body("masked.tif", no_aef=True))
+            assert status == 400 and "not a readable raster" in body["error"]["message"]
+            with pytest.raises(ValueError, match="not a GeoTIFF"):
+                load_chip(world["images"] / "fetch.tif", world["settings"], no_aef=True)
+            assert hits == []
+        finally:
+            for name in ("escape.tif", "fetch.tif", "masked.tif"):
+                (world["images"] / name).unlink(missing_ok=True)
 
 
 def test_symlink_loops_and_server_paths_never_reach_the_client(world):

@@ -154,13 +154,7 @@ class Worker:
             return self._unplaced_raster_records(job)
         # a centre + pixel size needs the raster's size; a file's own georeference always wins over the row
         fallback = row.footprint(width, height) if row is not None else None
-        img = read_raster(job.path, self.spec, footprint=fallback)
-        degenerate = degenerate_reason(img.data, img.mask)
-        if degenerate:
-            raise ValueError(degenerate)
-        objects, reason = validate_objects(job.ann.objects, img.width, img.height)
-        if reason:
-            raise ValueError(reason)
+        img, objects = self._read_checked(job, fallback)
         date = img.date or (row.when if row is not None else None) or (
             job.ann.extra.get("date") and str(job.ann.extra["date"]))
         if not date:
@@ -175,6 +169,18 @@ class Worker:
                                                        "year": year, "aef_year": chip.anchors.year,
                                                        "band": img.band, "scale": img.scale})
 
+    def _read_checked(self, job: Job, footprint) -> tuple:
+        """The raster read as the spec says (``footprint`` where the file has no place of its own), refused when
+        it is degenerate or its boxes do not fit it."""
+        img = read_raster(job.path, self.spec, footprint=footprint)
+        degenerate = degenerate_reason(img.data, img.mask)
+        if degenerate:
+            raise ValueError(degenerate)
+        objects, reason = validate_objects(job.ann.objects, img.width, img.height)
+        if reason:
+            raise ValueError(reason)
+        return img, objects
+
     def _check_size(self, width: int, height: int) -> None:
         """An image above the chip cap is a scene, not a chip: refused from its header, before any pixel is read
         (a 13 KB 20000 x 20000 TIFF otherwise cost 4 GB to become one all-black chip)."""
@@ -188,13 +194,7 @@ class Worker:
         if self.cfg.require_geo:
             raise ValueError(f"a TIFF without georeference (no CRS and transform, no GCPs) {NO_PLACE}")
         # The one reader wants a place for an unplaced file; this stand-in box is never recorded or sampled.
-        img = read_raster(job.path, self.spec, footprint=(0.0, 0.0, 1.0, 1.0))
-        degenerate = degenerate_reason(img.data, img.mask)
-        if degenerate:
-            raise ValueError(degenerate)
-        objects, reason = validate_objects(job.ann.objects, img.width, img.height)
-        if reason:
-            raise ValueError(reason)
+        img, objects = self._read_checked(job, (0.0, 0.0, 1.0, 1.0))
         chip = raster_chip(img, self.spec, anchors=_empty_prior(self.spec.grid), boxes=_boxes(objects))
         date = img.date or job.ann.extra.get("date")
         return self._finish(job, chip, objects, str(date) if date else None,
