@@ -112,3 +112,23 @@ def test_export_refuses_bad_targets_without_leftovers(exported, tmp_path, capsys
     assert not (tmp_path / "o").exists() and not list(exported["root"].glob(".exported.*"))
     assert main(["export", str(exported["run"]), "--merge", str(tmp_path / "o2"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["lora_merged"] is True
+
+
+def test_a_run_loads_in_its_recipes_dtype_whatever_its_base_is_stored_in(tmp_path, tiny_dir):
+    """A base stored in bfloat16 (as the demo's committed one is, to be small) is loaded in the run's
+    ``model.dtype``: a float32 run answers in float32 (on a CPU without bf16 units, bfloat16 is emulated: 5x
+    slower answers, measured), and the same run asked for bfloat16 gets bfloat16."""
+    import yaml
+
+    backbone, processor = load_backbone(str(tiny_dir))
+    stored = tmp_path / "base-bf16"
+    backbone.to(torch.bfloat16).save_pretrained(str(stored))
+    processor.save_pretrained(str(stored))
+    run = make_run(tmp_path, stored)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    for dtype, want in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        cfg["model"]["dtype"] = dtype
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        model, _ = load_model(run)
+        base = {p.dtype for n, p in model.backbone.named_parameters() if "lora_" not in n}
+        assert base == {want}, dtype  # (peft keeps its own LoRA weights in float32 either way)

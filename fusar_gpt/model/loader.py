@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import yaml
 
 from ..chip import ChipSpec, read_spec
+from ..config import DTYPES
 from ..text import one_line
 from .backbone import load_backbone
 from .checkpoint import ADAPTERS, RUN_CONFIG, load_adapter, load_task_adapters, load_tlm
@@ -64,7 +66,11 @@ def _load_run(run: Path) -> FusarGPT:
     weights = run / "model" if (run / "model" / "config.json").exists() else model_cfg.get("base")
     if not weights:
         raise ValueError(f"{run / RUN_CONFIG}: names no base weights (model.base)")
-    backbone, processor = load_backbone(weights, attn_implementation=model_cfg.get("attn_implementation"))
+    # in the dtype it was trained in (the recipe's model.dtype), not the stored one: a base kept in bfloat16 to be
+    # small would otherwise run in bfloat16, which a CPU without bf16 units emulates (measured 5x slower answers)
+    dtype = model_cfg.get("dtype")
+    backbone, processor = load_backbone(weights, dtype=getattr(torch, dtype) if dtype in DTYPES else None,
+                                        attn_implementation=model_cfg.get("attn_implementation"))
     if (run / ADAPTERS).exists():
         if (run / "adapter").exists():
             raise ValueError(f"{run} holds both adapter/ and {ADAPTERS}/: which one answers is ambiguous")
