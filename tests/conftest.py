@@ -1,5 +1,5 @@
-"""Shared fixtures: a real tiny Qwen2.5-VL saved to disk and loaded back with from_pretrained, and the quick demo's
-runs (models that ``train`` made)."""
+"""Shared fixtures: a real tiny Qwen2.5-VL saved to disk and loaded back with from_pretrained, a small synthetic
+world, and the quick demo's runs (models that ``train`` made)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,21 @@ def tiny(tiny_dir):
     """(model, processor) loaded through the same loader real weights use."""
     torch.manual_seed(0)
     return load_backbone(tiny_dir)
+
+
+# The small synthetic world several files read (writing its 8 AEF tiles is most of its cost): 8 scenes over 4 sites
+# (4 UTM zones, both hemispheres), the realistic defaults otherwise.
+SYNTH_WORLD = dict(scenes=8, seed=0, sites=4, tile_px=256, block_size=256)
+
+
+@pytest.fixture(scope="session")
+def synth_world(tmp_path_factory):
+    """``(folder, summary)`` of ``make_world(**SYNTH_WORLD)``, shared by the synth, build, train and remote-AEF
+    tests. Read-only: a test that changes it works on a copy."""
+    from fusar_gpt.data.synth import make_world
+
+    out = tmp_path_factory.mktemp("synth-world") / "w"
+    return out, make_world(out, **SYNTH_WORLD)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ from fusar_gpt.geo.aef_tiles import write_tile
 from fusar_gpt.geo.anchors import Anchors
 from fusar_gpt.geo.raster import read_sar
 
+from .conftest import SYNTH_WORLD
+
 S1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "s1_geotiff" / (
     "S1A_IW_A_20150309T173017_VV_grd_mli_geo_norm_db.tif")
 
@@ -33,13 +35,13 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSAR_GPT_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from fusar_gpt.data.synth import make_world
+N = SYNTH_WORLD["scenes"]  # images of the world
 
-    out = tmp_path_factory.mktemp("world")
-    make_world(out, scenes=12, seed=3, sites=4, tile_px=256, block_size=256)
-    return out
+
+@pytest.fixture(scope="module")
+def world(synth_world):
+    """The session's synthetic world (conftest): N scenes over 4 sites. Read-only: builds write elsewhere."""
+    return synth_world[0]
 
 
 def _cfg(world, out, **kw):
@@ -70,7 +72,7 @@ def test_synth_then_build_gives_loadable_records_and_counts(built):
         counted.setdefault(r["task"], {}).setdefault(r["split"], 0)
         counted[r["task"]][r["split"]] += 1
     assert info["counts"] == counted and set().union(*[set(v) for v in counted.values()]) == {"train", "val", "test"}
-    assert info["records"] == len(records) and info["images"] == 12
+    assert info["records"] == len(records) and info["images"] == N
     # every record's official fields are there, paths relative to the manifest
     first = json.loads((ds / "manifest.jsonl").read_text().splitlines()[0])
     assert {"id", "image", "aef", "coordinate_size", "question", "answer", "task", "split", "meta"} <= set(first)
@@ -91,7 +93,7 @@ def test_anchors_equal_a_direct_store_query(built, world):
         saved = Anchors.load(r["aef"])
         assert np.array_equal(saved.features, direct.features, equal_nan=True)
         assert np.array_equal(saved.positions, direct.positions) and saved.year == direct.year == r["meta"]["aef_year"]
-    assert len(seen) == 12
+    assert len(seen) == N
 
 
 def test_boxes_on_saved_images_coincide_with_the_objects(built):
@@ -214,9 +216,9 @@ def test_bad_inputs_go_to_quarantine_and_valid_ones_are_kept(world, tmp_path):
               "tiny.tif": "degenerate image: 8 x 8 px"}
     for name, why in expect.items():
         assert any(name in str(q["image"]) and why in q["reason"] for q in quarantine), (name, why, reasons)
-    assert summary["images"] == 12 - 5 and len(quarantine) == 7  # every valid image is kept, each bad one once
+    assert summary["images"] == N - 5 and len(quarantine) == 7  # every valid image is kept, each bad one once
     kept = {Path(r["meta"]["source"]).name for r in load_manifest(tmp_path / "ds" / "manifest.jsonl")}
-    assert kept == {im["file_name"] for im in images[4:5] + images[6:12]}  # (images also holds the added ones)
+    assert kept == {im["file_name"] for im in images[4:5] + images[6:N]}  # (images also holds the added ones)
 
 
 def test_unparseable_annotation_file_is_a_one_line_error(world, tmp_path):
@@ -246,7 +248,7 @@ def test_sigkill_mid_run_then_rerun_gives_the_same_dataset(world, built, tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = len(list((out / "parts").glob("*.json")))
-    assert 0 < done < 12, f"kill landed after {done} of 12 images"
+    assert 0 < done < N, f"kill landed after {done} of {N} images"
     assert not (out / "manifest.jsonl").exists()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _snapshot(out) == _snapshot(ds)
@@ -364,7 +366,7 @@ def test_png_chips_without_georeference_build_with_empty_priors_and_train(world,
                split=(0.5, 0.0, 0.5), split_by="scene", tasks=("count", "detect", "caption", "landcover"))
     summary = build(BuildConfig(out=str(tmp_path / "ds"), **cfg), progress=False)
     records = load_manifest(tmp_path / "ds" / "manifest.jsonl")
-    assert summary["images"] == 12 and summary["quarantined"] == 0
+    assert summary["images"] == N and summary["quarantined"] == 0
     assert summary["priors"] == {"full": 0, "partial": 0, "none": len(records)}
     assert {r["task"] for r in records} == {"count", "detect", "caption"}  # no landcover truth without anchors
     assert all(r["meta"]["geo"] is None and r["meta"]["footprint"] is None for r in records)
@@ -376,7 +378,7 @@ def test_png_chips_without_georeference_build_with_empty_priors_and_train(world,
 
     assert np.array_equal(built, to_model_frame(src, 224, np.zeros((0, 4)))[0])  # the chip's own pixels, framed
     strict = build(BuildConfig(out=str(tmp_path / "strict"), require_geo=True, **cfg), progress=False)
-    assert strict["quarantined"] == 12 and strict["records"] == 0
+    assert strict["quarantined"] == N and strict["records"] == 0
     # no AEF root at all: PNG chips alone still build, with the same records
     bare = build(BuildConfig(out=str(tmp_path / "bare"), **{**cfg, "aef": None}), progress=False)
     assert bare["records"] == summary["records"] and bare["quarantined"] == 0
@@ -396,7 +398,7 @@ def test_png_chips_without_georeference_build_with_empty_priors_and_train(world,
     (tmp_path / "places.csv").write_text("\n".join(rows) + "\n")
     placed = build(BuildConfig(out=str(tmp_path / "placed"), geo=str(tmp_path / "places.csv"), **cfg), progress=False)
     placed_records = load_manifest(tmp_path / "placed" / "manifest.jsonl")
-    assert placed["images"] == 12 and placed["priors"]["none"] < len(placed_records)
+    assert placed["images"] == N and placed["priors"]["none"] < len(placed_records)
     assert "landcover" in {r["task"] for r in placed_records}  # the anchors now tell the terrain
     assert all(r["meta"]["footprint"] is not None and r["meta"]["year"] for r in placed_records)
     assert sum(Anchors.load(r["aef"]).n_valid > 0 for r in placed_records) > len(placed_records) // 2
@@ -432,7 +434,7 @@ def test_a_rerun_with_changed_settings_gives_what_a_fresh_build_gives(world, tmp
                crs=f"EPSG:{epsg}", west=west, north=north, block_size=64)
     out = tmp_path / "ds"
     first = build(_cfg(world, out, aef=str(tmp_path / "empty-aef"), split_by="scene"), progress=False)
-    assert first["records"] == 0 and first["quarantined"] == 12
+    assert first["records"] == 0 and first["quarantined"] == N
     steps = [dict(split_by="scene"), dict(split_by="scene", frame=112), dict(split_by="scene", frame=112,
                                                                           tasks=("count", "caption"))]
     for k, kw in enumerate(steps):

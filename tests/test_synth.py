@@ -18,18 +18,20 @@ from fusar_gpt.data.synth import DW_CLASSES, PLANE_SUBTYPES, SHIP_SUBTYPES, load
 from fusar_gpt.geo.aef import NODATA, AEFStore, quantize, to_lonlat
 from fusar_gpt.geo.raster import read_sar
 
+from .conftest import SYNTH_WORLD
+
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aef_samples"
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared real AEF samples not present")
 
-SMALL = dict(scenes=8, sites=4, tile_px=256, block_size=256)
+SMALL = {k: v for k, v in SYNTH_WORLD.items() if k != "seed"}  # scenes=8, sites=4, tile_px=256, block_size=256
 WATER, BARE, BUILT = DW_CLASSES.index("water"), DW_CLASSES.index("bare"), DW_CLASSES.index("built")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world") / "w"
-    summary = make_world(out, seed=0, **SMALL)
-    return out, summary
+def world(synth_world):
+    """``make_world(out, seed=0, **SMALL)``: the session's shared world (conftest), read-only."""
+    assert SYNTH_WORLD["seed"] == 0
+    return synth_world
 
 
 @pytest.fixture(scope="module")

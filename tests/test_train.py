@@ -21,15 +21,14 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(tmp_path_factory, synth_world):
     from fusar_gpt.data.build import BuildConfig, build
-    from fusar_gpt.data.synth import make_world
 
     root = tmp_path_factory.mktemp("train-data")
     os.environ["FUSAR_GPT_CACHE"] = str(root / "cache")
-    make_world(root / "world", scenes=12, seed=2, sites=4, tile_px=256, block_size=256)
-    build(BuildConfig(images=str(root / "world" / "images"), annotations=str(root / "world" / "annotations.json"),
-                      aef=str(root / "world" / "aef"), out=str(root / "ds"), frame=224, split_by="scene"),
+    world = synth_world[0]  # the session's synthetic world (conftest), read-only
+    build(BuildConfig(images=str(world / "images"), annotations=str(world / "annotations.json"),
+                      aef=str(world / "aef"), out=str(root / "ds"), frame=224, split_by="scene"),
           progress=False)
     # one training image with no valid anchor at all (open sea): the null prior must learn from it
     first = next(json.loads(ln) for ln in (root / "ds" / "manifest.jsonl").read_text().splitlines()
@@ -150,8 +149,16 @@ def test_two_processes_match_one_process_with_the_doubled_batch(dataset, tmp_pat
     common = [str(CONFIGS / "tiny-cpu" / "stage1.yaml"), "--data", str(dataset)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = tmp_path / "one"
-    subprocess.run([sys.executable, "-m", "fusar_gpt", "train", *common, "--out", str(one), *sets],
-                   env=env, check=True, capture_output=True)
+    # the one-process reference runs here (the same command, in-process, one thread as each torchrun worker has):
+    # only the two-process run needs processes of its own
+    from fusar_gpt.__main__ import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", *common, "--out", str(one), *sets]) == 0
+    finally:
+        torch.set_num_threads(threads)
     two = tmp_path / "two"
     (two).mkdir()
     # the same random base weights for both runs
@@ -206,7 +213,7 @@ def test_tensorboard_without_the_package_is_a_clear_error(dataset, tmp_path, mon
 
     monkeypatch.setattr(builtins, "__import__", fake)
     r = _recipe(CONFIGS / "tiny-cpu" / "stage1.yaml", tmp_path / "tb", dataset,
-                **{"train.max_steps": 1, "train.tensorboard": True})
+                **{"train.max_steps": 1, "train.batch_size": 2, "train.tensorboard": True})
     with pytest.raises(RecipeError, match="train.tensorboard"):
         train(r, progress=False)
 
