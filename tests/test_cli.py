@@ -198,7 +198,14 @@ def test_aef_root_without_tiles_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_synth_and_build_commands(tmp_path, capsys, monkeypatch):
+    import functools
+
+    from fusar_gpt.data import synth
+
     monkeypatch.setenv("FUSAR_GPT_CACHE", str(tmp_path / "cache"))
+    # the command's own arguments all reach make_world; only the AEF tile size (no flag, 512 px by default, writing
+    # the tiles is most of the time) is made the smallest the scenes fit in
+    monkeypatch.setattr(synth, "make_world", functools.partial(synth.make_world, tile_px=128, block_size=128))
     world = tmp_path / "world"
     assert main(["synth", str(world), "--scenes", "3", "--sites", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["scenes"] == 3
