@@ -28,8 +28,9 @@ def tiny(tiny_dir):
 
 
 # The small synthetic world several files read (writing its 8 AEF tiles is most of its cost): 8 scenes over 4 sites
-# (4 UTM zones, both hemispheres), the realistic defaults otherwise.
-SYNTH_WORLD = dict(scenes=8, seed=0, sites=4, tile_px=256, block_size=256)
+# (4 UTM zones, both hemispheres), 2 x 2 blocks per tile (reads that cross block edges), the realistic defaults
+# otherwise.
+SYNTH_WORLD = dict(scenes=8, seed=0, sites=4, tile_px=256, block_size=128)
 
 
 @pytest.fixture(scope="session")

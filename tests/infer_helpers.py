@@ -9,6 +9,8 @@ import http.client
 import http.server
 import io
 import json
+import shutil
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -63,9 +65,26 @@ def make_run(root: Path, tiny_dir: Path, *, frame: int = 224, grid: int = 4, str
     return run
 
 
+_AEF_MASTERS: dict[int, Path] = {}
+_AEF_TMP: list[tempfile.TemporaryDirectory] = []
+
+
 def make_aef(root: Path, seed: int = 0) -> Path:
     """One AEF tile in the bucket's layout ({year}/{zone}/*.tiff, bottom-up int8), random unit-ish vectors,
-    with a nodata strip along its west edge."""
+    with a nodata strip along its west edge.
+
+    Written once per seed and session (a 512 px tile of random codes is slow to compress), then copied into
+    ``root`` as new files (fresh times, nothing shared: a test may change its copy)."""
+    master = _AEF_MASTERS.get(seed)
+    if master is None:
+        if not _AEF_TMP:
+            _AEF_TMP.append(tempfile.TemporaryDirectory(prefix="fusar-test-aef-"))
+        master = _AEF_MASTERS[seed] = _write_aef(Path(_AEF_TMP[0].name) / f"seed-{seed}", seed)
+    shutil.copytree(master, root, copy_function=shutil.copyfile, dirs_exist_ok=True)
+    return root
+
+
+def _write_aef(root: Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     codes = rng.integers(-127, 128, size=(64, AEF_SIZE, AEF_SIZE), dtype=np.int16).astype(np.int8)
     codes[:, :, :16] = -128

@@ -350,17 +350,20 @@ def test_pull_cli_json_dry_run_and_one_line_errors(server, scenes, tmp_path, cap
 
 
 # ---------------------------------------------------------------- a remote root as a store: build over HTTP
-def test_build_against_the_server_gives_the_manifest_and_anchors_of_the_local_copy(tmp_path_factory):
-    from fusar_gpt.data.build import BuildConfig, build
-    from fusar_gpt.data.synth import make_world
+def test_build_against_the_server_gives_the_manifest_and_anchors_of_the_local_copy(synth_world, tmp_path):
+    import shutil
 
-    world = tmp_path_factory.mktemp("world")
-    make_world(world, scenes=4, seed=5, sites=2, tile_px=256, block_size=128)
+    from fusar_gpt.data.build import BuildConfig, build
+
+    # a copy of the session's synthetic world (conftest: 8 scenes, 4 sites in 4 UTM zones): the URL index is made
+    # beside its tiles
+    world = tmp_path / "world"
+    shutil.copytree(synth_world[0], world)
     outs = {}
     with serve(world) as srv:
-        index = write_url_index(world / "aef", f"{srv.url}/aef", into=world / "remote-index")
+        index = write_url_index(world / "aef", f"{srv.url}/aef", into=tmp_path / "remote-index")
         for name, aef, aef_index in (("local", str(world / "aef"), None), ("remote", f"{srv.url}/aef", str(index))):
-            out = world / f"ds-{name}"
+            out = tmp_path / f"ds-{name}"
             summary = build(BuildConfig(images=str(world / "images"), annotations=str(world / "annotations.json"),
                                         aef=aef, aef_index=aef_index, out=str(out), frame=224), progress=False)
             assert summary["records"] > 0 and summary["quarantined"] == 0

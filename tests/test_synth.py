@@ -23,7 +23,7 @@ from .conftest import SYNTH_WORLD
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aef_samples"
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared real AEF samples not present")
 
-SMALL = {k: v for k, v in SYNTH_WORLD.items() if k != "seed"}  # scenes=8, sites=4, tile_px=256, block_size=256
+SMALL = {k: v for k, v in SYNTH_WORLD.items() if k != "seed"}  # scenes=8, sites=4, tile_px=256, block_size=128
 WATER, BARE, BUILT = DW_CLASSES.index("water"), DW_CLASSES.index("bare"), DW_CLASSES.index("built")
 
 
@@ -104,7 +104,7 @@ def test_aef_tiles_real_layout(world, info):
             assert ds.count == 64 and set(ds.dtypes) == {"int8"}
             assert ds.transform.e > 0  # bottom-up, as the bucket stores them
             assert ds.nodata == NODATA
-            assert ds.width == ds.height == 256 and ds.block_shapes[0] == (256, 256)
+            assert ds.width == ds.height == 256 and ds.block_shapes[0] == (128, 128)
             assert ds.crs.to_epsg() == (32600 if r["utm_zone"].endswith("N") else 32700) + int(r["utm_zone"][:-1])
             assert ds.compression.name.lower() == "zstd" and ds.overviews(1)
 
