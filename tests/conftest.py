@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from contextlib import redirect_stdout
 
 import numpy as np
@@ -13,6 +14,26 @@ import torch
 
 from fusar_gpt.__main__ import main
 from fusar_gpt.model.backbone import load_backbone, make_backbone
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _landcover_reference_read_once():
+    """Each build (about 50 in this suite, in this process) reads the default land-cover reference, 2,880 CSV rows
+    (~0.3 s): here it is read once per ``$FUSAR_GPT_LANDCOVER_REF`` value (the same centroids, which nothing
+    changes) and handed to every later build. Pool workers and subprocesses still read it themselves."""
+    from fusar_gpt.data import build_worker
+
+    read, cache = build_worker.default_reference, {}
+
+    def once():
+        key = os.environ.get("FUSAR_GPT_LANDCOVER_REF")
+        if key not in cache:
+            cache[key] = read()
+        return cache[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(build_worker, "default_reference", once)
+        yield
 
 
 @pytest.fixture(scope="session")
