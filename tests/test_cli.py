@@ -271,8 +271,8 @@ def test_chance_findings_use_paired_intervals_against_the_majority_answer():
 
 
 def test_demo_world_never_shrinks_its_scenes_into_the_frame():
-    """The demo only localises above chance when targets keep their pixels (README, "The demo"): scenes larger
-    than the frame are shrunk and the random vision tower then finds the ship's token only about half the time."""
+    """The demo's scenes keep their pixels (README, "The demo"): scenes larger than the frame are shrunk, and the
+    random vision tower then finds the ship's token only about half the time (BENCHMARKS, "Vision warm-up")."""
     from fusar_gpt.demo_settings import QUICK, DemoSettings
 
     s = DemoSettings()
