@@ -18,16 +18,8 @@ from pathlib import Path
 import yaml
 
 from .data.tasks import stage_tasks
-from .recipe_rules import (  # noqa: F401 (re-exported: the vocabularies and checks were read from here)
-    DTYPES,
-    FUSIONS,
-    LOSS_PER,
-    MISSING,
-    MIXED_PRECISION,
-    PRESET_NAMES,
-    SCHEDULES,
+from .recipe_rules import (
     STAGE_TRAINABLE,
-    TRAINABLE,
     Dtype,
     Fusion,
     LossPer,
@@ -38,7 +30,6 @@ from .recipe_rules import (  # noqa: F401 (re-exported: the vocabularies and che
     Schedule,
     Trainable,
     check,
-    check_choice,
     literal_values,
 )
 from .text import one_line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fusar_gpt.config import TRAINABLE, RecipeError, TrainConfig
+from fusar_gpt.config import TrainConfig
 from fusar_gpt.model.backbone import load_backbone
 from fusar_gpt.model.fusar import FusarGPT
 from fusar_gpt.model.policy import (
@@ -17,6 +17,7 @@ from fusar_gpt.model.policy import (
     whole_backbone,
 )
 from fusar_gpt.model.tlm import TLM
+from fusar_gpt.recipe_rules import TRAINABLE, RecipeError
 
 LR, VISION, TLM_SCALE = 1e-3, 0.25, 3.0
 

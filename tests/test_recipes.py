@@ -215,9 +215,10 @@ def test_unreadable_recipe_fails_in_one_line_naming_the_file(case, tmp_path):
 
 def test_each_vocabulary_is_spelled_once():
     """config.py defines every recipe vocabulary; the modules that act on one use its tuple."""
-    from fusar_gpt.config import FUSIONS, LOSS_PER, MISSING, PRESET_NAMES, ModelConfig, Recipe, TLMConfig
+    from fusar_gpt.config import ModelConfig, Recipe, TLMConfig
     from fusar_gpt.losses import LOSS_POWER
     from fusar_gpt.model import backbone, tlm
+    from fusar_gpt.recipe_rules import FUSIONS, LOSS_PER, MISSING, PRESET_NAMES
 
     assert tlm.FUSIONS is FUSIONS and tlm.MISSING is MISSING
     assert set(LOSS_POWER) | {"token"} == set(LOSS_PER)  # token: the plain mean, no weighting exponent

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import DTYPES
+from ..recipe_rules import DTYPES
 from ..vocab import CHIP_MAX_PIXELS
 
 EXAMPLES = {

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from ..config import MISSING
 from ..geo.bands import POLS
 from ..geo.raster_tags import SCALES
+from ..recipe_rules import MISSING
 from ..text import one_line
 from ..vocab import EIGHT_BIT, SAMPLING
 

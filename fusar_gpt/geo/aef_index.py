@@ -26,14 +26,7 @@ from ..io_atomic import atomic_path, write_text
 from . import GeoError
 from .aef_codes import band_order
 from .aef_http import HttpClient, RemoteError, is_http
-from .aef_paths import (  # noqa: F401 (re-exported: remote paths were read from here)
-    CREDENTIAL_ENV,
-    cache_path,
-    default_cache_dir,
-    gdal_options,
-    gdal_path,
-    is_remote,
-)
+from .aef_paths import cache_path, gdal_path, is_remote
 
 INDEX_NAMES = ("aef_index.parquet", "aef_index.csv")
 REQUIRED_COLUMNS = ("path", "year", "wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")

@@ -216,7 +216,6 @@ def execute(plan: PullPlan, store: AEFStore, *, workers: int = 4, progress: bool
     total = sum(t.size if plan.whole_tiles else sum(t.new_bytes()) for t in todo)
     bar = None
     if progress:
-
         bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="pulling AEF", leave=False)
     lock = threading.Lock()
     before = since or store.http.stats.as_dict()

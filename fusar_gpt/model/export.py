@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..config import DTYPES
 from ..io_atomic import atomic_dir
+from ..recipe_rules import DTYPES
 from .checkpoint import ADAPTERS, save_model_dir, save_tlm
 from .loader import EXPORT_FILE, EXPORT_FORMAT, load_model
 

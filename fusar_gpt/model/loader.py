@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from ..chip import ChipSpec, read_spec
-from ..config import DTYPES
+from ..recipe_rules import DTYPES
 from ..text import one_line
 from .backbone import load_backbone
 from .checkpoint import ADAPTERS, RUN_CONFIG, load_adapter, load_task_adapters, load_tlm

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import FUSIONS, MISSING
+from ..recipe_rules import FUSIONS, MISSING
 
 EPS = 1e-6
 
