@@ -24,8 +24,6 @@ from transformers import (
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from .positions import MARK, install_positions
-
 # Qwen2.5 special tokens, in Qwen's own order (their ids differ in our small vocabularies).
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -93,7 +91,6 @@ class Preset:
     vocab_size: int
     shape_only: bool = False
     tie_word_embeddings: bool = False
-    token_positions: bool = False  # absolute position code on the merged visual tokens (``positions.py``)
 
 
 _REAL_VISION = dict(depth=32, hidden_size=1280, num_heads=16, intermediate_size=3420, window_size=112,
@@ -107,20 +104,19 @@ PRESETS: dict[str, Preset] = {
                                                           "rope_theta": 10000.0}),
         vision=dict(depth=2, hidden_size=64, num_heads=2, intermediate_size=128, window_size=56,
                     fullatt_block_indexes=[1]),
-        vocab_size=1024, token_positions=True,
+        vocab_size=1024,
     ),
     # ~5M parameters: the demo, trainable on 2 CPU cores in minutes. theta 1e4 (not lower): an answer reads
     # image content across 30-250 tokens that vary with every question's length, and only rotary pairs that
     # barely turn over such spans let it match content; with theta 20 none did (lowest 0.06 rad per token).
-    # Where a token sits reaches the LLM in the token's content instead: the vision tower gets each patch's absolute
-    # position (positions.py) and the warm-up teaches it to tie targets to their cells.
+    # Where a token sits reaches the LLM in the token's content instead (the vision warm-up's cell targets).
     "small": Preset(
         text=dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
                   num_key_value_heads=2, rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6],
                                                           "rope_theta": 10000.0}),
         vision=dict(depth=4, hidden_size=128, num_heads=4, intermediate_size=344, window_size=112,
                     fullatt_block_indexes=[1, 3]),
-        vocab_size=2048, token_positions=True,
+        vocab_size=2048,
     ),
     "qwen2.5-vl-3b": Preset(
         text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
@@ -151,8 +147,6 @@ def preset_config(name: str, token_ids: dict[str, int] | None = None) -> Qwen2_5
               vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     vision = dict(p.vision, out_hidden_size=p.text["hidden_size"], patch_size=14, spatial_merge_size=2,
                   temporal_patch_size=2, in_channels=3, tokens_per_second=2)
-    if p.token_positions:
-        vision[MARK] = "sincos"
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=p.tie_word_embeddings, **kw)
 
 
@@ -213,7 +207,6 @@ def load_backbone(
     if attn_implementation:
         kw["attn_implementation"] = attn_implementation
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, local_files_only=True, **kw)
-    install_positions(model)  # random presets only: their patches' absolute positions (positions.py)
     if device is not None:
         model.to(device)
     model.eval()

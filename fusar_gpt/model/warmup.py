@@ -10,9 +10,7 @@ binary cross-entropy; and where each token sits (its row and column as fractions
 localisation cell): reading
 absolute position from M-RoPE alone is slow to learn, because the LLM sees image positions relative to
 the answer's own position, which moves with every question's length (measured: without this target the
-demo's model answered "top-right" to nearly every localisation question). The tower can tell where a patch is
-because a random preset's patches carry their absolute position (``positions.py``); this teaches it to use
-that. Only the vision tower
+demo's model answered "top-right" to nearly every localisation question). Only the vision tower
 (patch embedding, blocks, merger) changes; the head is thrown away. Never use it on real weights: it
 is a stand-in for pretraining, not a SAR method.
 """
