@@ -205,3 +205,35 @@ def test_cli_manifest_and_folder_write_complete_files_only(world, capsys, tmp_pa
     assert main(["ask", str(world["run"]), str(tmp_path / "empty"), Q, "--no-aef", "--out",
                  str(tmp_path / "none.jsonl")]) == 2
     assert not (tmp_path / "none.jsonl").exists() and not list(tmp_path.glob(".none.jsonl*"))
+
+
+def test_cli_ask_says_so_on_stderr_when_the_answer_is_empty(world, capsys, tmp_path, tiny_dir):
+    """A model that generates no text (here: its LM head zeroed, so greedy decoding picks token 0, the special
+    <|endoftext|>, which decoding drops) prints a blank answer, exit 0, and a one-line note on stderr that the image
+    was read; with --json, stdout stays one JSON object and stderr stays empty."""
+    from fusar_gpt.model.backbone import load_backbone
+
+    mute = tmp_path / "mute-base"
+    mute.mkdir()
+    for f in tiny_dir.iterdir():
+        if f.is_file():
+            (mute / f.name).write_bytes(f.read_bytes())
+    backbone, _ = load_backbone(mute)
+    with torch.no_grad():
+        backbone.lm_head.weight.zero_()
+    backbone.save_pretrained(str(mute))
+    run = make_run(tmp_path / "mute", mute, frame=224, grid=4)
+    capsys.readouterr()
+    assert main(["ask", str(run), str(world["utm"]), Q, "--no-aef", "--max-new-tokens", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "\n"
+    notes = [ln for ln in err.splitlines() if "note:" in ln]  # beside the weight-loading progress bar
+    assert len(notes) == 1 and notes[0].startswith("fusar-gpt ask: note: the model gave an empty answer for "
+                                                   "utm_20240501.tif"), err
+    assert main(["ask", str(run), str(world["utm"]), Q, "--no-aef", "--max-new-tokens", "4", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["answer"] == "" and err == ""
+    # a model that does answer gets no note
+    assert main(["ask", str(world["run"]), str(world["utm"]), Q, "--no-aef", "--max-new-tokens", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() and "note" not in err
