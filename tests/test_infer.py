@@ -4,6 +4,7 @@ image as PNG + bbox + year; batches; every way of giving the prior; one-line err
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -214,10 +215,7 @@ def test_cli_ask_says_so_on_stderr_when_the_answer_is_empty(world, capsys, tmp_p
     from fusar_gpt.model.backbone import load_backbone
 
     mute = tmp_path / "mute-base"
-    mute.mkdir()
-    for f in tiny_dir.iterdir():
-        if f.is_file():
-            (mute / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(tiny_dir, mute)
     backbone, _ = load_backbone(mute)
     with torch.no_grad():
         backbone.lm_head.weight.zero_()

@@ -214,7 +214,7 @@ def test_unreadable_recipe_fails_in_one_line_naming_the_file(case, tmp_path):
 
 
 def test_each_vocabulary_is_spelled_once():
-    """config.py defines every recipe vocabulary; the modules that act on one use its tuple."""
+    """recipe_rules.py defines every recipe vocabulary; the modules that act on one use its tuple."""
     from fusar_gpt.config import ModelConfig, Recipe, TLMConfig
     from fusar_gpt.losses import LOSS_POWER
     from fusar_gpt.model import backbone, tlm

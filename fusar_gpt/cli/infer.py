@@ -216,7 +216,7 @@ def cmd_ask(args) -> int:
         print(json.dumps({"question": args.question, "answer": text, **item.info}) if args.json else text)
         if not text and not args.json:  # a blank line alone reads like a failure to read the image
             print(f"fusar-gpt ask: note: the model gave an empty answer for {src.name} (the image was read: "
-                  f"{item.info.get('valid_anchors', 0)} valid anchors); --json shows what was read", file=sys.stderr)
+                  f"{item.info['valid_anchors']} valid anchors); --json shows what was read", file=sys.stderr)
         return 0
     print(json.dumps(result) if args.json else
           f"{result['answered']} answered, {result['errors']} refused (see their 'error' lines) -> {result['out']}")
