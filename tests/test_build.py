@@ -309,8 +309,8 @@ def test_workers_with_an_unusable_aef_root_end_at_once_with_the_one_worker_error
 
 
 def test_a_worker_that_dies_ends_the_build_with_a_one_line_error(world, tmp_path):
-    """A worker killed mid-build (out of memory, say) breaks the pool: the build stops with WorkerDied (a
-    ValueError, so the CLI prints one line and exits 2) instead of waiting forever."""
+    """A worker killed mid-build (out of memory, say): the build stops with WorkerDied (a ValueError, so the CLI
+    prints one line and exits 2) naming the signal, instead of waiting forever, and leaves no process behind."""
     import threading
 
     import psutil
@@ -342,6 +342,12 @@ def test_a_worker_that_dies_ends_the_build_with_a_one_line_error(world, tmp_path
     thread.join(timeout=30)
     assert killed and not thread.is_alive()
     assert isinstance(outcome["result"], WorkerDied) and "a build worker died" in str(outcome["result"])
+    assert "SIGKILL" in str(outcome["result"]) or "as it started" in str(outcome["result"])
+    # no worker outlives the build: one left waiting on its pipe made CI hang at exit (the stdlib executor
+    # started a second worker while it tore the pool down after the first was killed)
+    left = [c for c in psutil.Process().children(recursive=True) if c.is_running()
+            and c.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(c.cmdline())]
+    assert not left
 
 
 def test_png_chips_without_georeference_build_with_empty_priors_and_train(world, tmp_path):

@@ -1,76 +1,136 @@
-"""Build images in a pool of spawned processes, each with its own :class:`Worker`, stopping at the first failure.
+"""Build images in a few spawned processes, each with its own :class:`Worker`, stopping at the first failure.
 
-Why a module of its own: what crosses into a spawned process must be importable by name (the initializer and
-the job function below), and a pool's failure modes (a worker's exception, a killed worker, a pool that breaks
-while it starts) each need their own handling to end as one line instead of a hang or a traceback.
+Why written by hand instead of ``concurrent.futures.ProcessPoolExecutor``: on Python 3.11 with the spawn start
+method the executor starts its processes one by one from ``submit`` while its manager thread may already be
+tearing the pool down after a worker died. A process started in that window is neither terminated nor told to
+stop, waits forever on the shared job queue (whose lock the killed worker may hold), and is then joined, by the
+manager thread or by the interpreter at exit: the build, or the program after it, hangs. It happened in CI
+(a worker killed while the second one was starting). ``multiprocessing.Pool`` respawns a worker whose
+initializer fails, forever. Here each worker has its own pipe (no lock shared between workers, so a dead one
+blocks nobody), a dead worker is seen as the end of its pipe, and every process started is stopped in
+``finally``: daemonic, terminated, then killed if it does not go.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+import pickle
+import signal
+from collections import deque
+from multiprocessing.connection import wait
 
 from ..text import one_line
 from .build_plan import BuildConfig, Job
 from .build_worker import Worker
 
-_WORKER: Worker | None = None
-
-
-def _init_worker(cfg: BuildConfig) -> None:
-    global _WORKER
-    _WORKER = Worker(cfg)
-
-
-def _run_job(job: Job) -> dict:
-    return _WORKER(job)
+_STOP_S = 5.0  # how long a worker told to stop may take before it is terminated, then killed
 
 
 class WorkerDied(ValueError):
     """A build process ended without a result (killed, out of memory): a one-line error like any bad input."""
 
 
-def run_pool(cfg: BuildConfig, todo: list, bar) -> None:
-    """Build ``todo`` in ``cfg.workers`` spawned processes (no GDAL or torch state crosses into them). Why not
-    ``multiprocessing.Pool``: it respawns a worker whose initializer fails, forever; an executor instead marks
-    itself broken. The first failure, a worker's error (:class:`BuildFailed`, one line) or a dead worker, cancels
-    what has not started and ends the build; the images already running finish, and finished parts stay on disk
-    for the next run. Of the errors seen, the one of the earliest image in plan order is raised: jobs start in
-    that order, so it is the error ``--workers 1`` stops at, and the message does not depend on the pool."""
-
-    def died(err):
-        return WorkerDied(f"a build worker died ({one_line(err) or type(err).__name__}); finished "
-                          f"images are kept, re-run to continue")
-
-    pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(cfg,))
-    failed: dict[int, BaseException] = {}
+def _serve(conn, cfg: BuildConfig) -> None:
+    """A worker process: read ``(index, job)`` from ``conn``, answer ``(index, result, error)``, until ``None``.
+    The :class:`Worker` is made at the first job so that an error making it is that job's error."""
+    worker = None
     try:
-        try:
-            index = {pool.submit(_run_job, j): k for k, j in enumerate(todo)}
-        except (BrokenProcessPool, OSError) as err:  # a worker killed while the pool starts: its pipes close
-            raise died(err) from None
-        pending = set(index)
-        while pending and not failed:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for f in done:
-                if f.exception() is None:
-                    bar.update()
+        while (msg := conn.recv()) is not None:
+            k, job = msg
+            try:
+                worker = worker or Worker(cfg)
+                answer = (k, worker(job), None)
+            except Exception as err:  # handed to the parent, which decides what ends the build
+                answer = (k, None, err)
+            try:
+                conn.send(answer)
+            except (pickle.PicklingError, TypeError, AttributeError) as err:  # cannot cross processes
+                conn.send((k, None, RuntimeError(one_line(answer[2] if answer[2] is not None else err))))
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C reaches the whole process group; the parent reports it
+        pass
+
+
+def _died(proc) -> WorkerDied:
+    """The error for a worker whose pipe ended: how the process ended (a signal is what the OOM killer sends)."""
+    proc.join(_STOP_S)
+    code = proc.exitcode
+    if code is None:
+        why = "its pipe closed"
+    elif code < 0:
+        why = f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}"
+    else:
+        why = f"exit code {code}"
+    return WorkerDied(f"a build worker died ({why}); finished images are kept, re-run to continue")
+
+
+def run_pool(cfg: BuildConfig, todo: list[Job], bar) -> None:
+    """Build ``todo`` in ``cfg.workers`` spawned processes (no GDAL or torch state crosses into them). Jobs are
+    handed out in plan order, one at a time per worker. The first failure, a worker's error (:class:`BuildFailed`,
+    one line) or a dead worker, stops the handing out; the images already running finish, and finished parts stay
+    on disk for the next run. Of the errors seen, the one of the earliest image in plan order is raised: it is the
+    error ``--workers 1`` stops at, so the message does not depend on the pool."""
+    ctx = mp.get_context("spawn")
+    queue = deque(enumerate(todo))
+    procs: dict = {}  # parent end of a worker's pipe -> the worker's process
+    running: dict = {}  # parent end of a worker's pipe -> index of the job it holds
+    failed: dict[int, BaseException] = {}
+
+    def hand_out(conn) -> None:
+        if queue and not failed:
+            k, job = queue.popleft()
+            running[conn] = k
+            try:
+                conn.send((k, job))
+            except OSError:  # the worker is already gone
+                failed[running.pop(conn)] = _died(procs[conn])
+
+    try:
+        for _ in range(min(cfg.workers, len(todo))):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(child, cfg), daemon=True, name="fusar-gpt-build")
+            try:
+                proc.start()
+            except OSError as err:  # killed while it was being started: its pipes closed
+                failed[queue[0][0]] = WorkerDied(f"a build worker died as it started ({one_line(err)}); finished "
+                                                 f"images are kept, re-run to continue")
+                break
+            child.close()  # the worker holds the only write end: its death is the end of this pipe
+            procs[parent] = proc
+            hand_out(parent)
+        while running:
+            for conn in wait(list(running)):
+                try:
+                    k, _, err = conn.recv()
+                except (EOFError, OSError):
+                    failed[running.pop(conn)] = _died(procs[conn])
+                    continue
+                except Exception as bad:  # an answer that does not unpickle here (an exception's odd __init__)
+                    k, err = running[conn], RuntimeError(one_line(bad))
+                del running[conn]
+                if err is not None:
+                    failed[k] = err
                 else:
-                    failed[index[f]] = f.exception()
+                    bar.update()
+                hand_out(conn)
         if failed:
-            for f in pending:
-                f.cancel()
-            for f in wait(pending).done:  # the images already running finish (their parts are kept)
-                if not f.cancelled() and f.exception() is not None:
-                    failed[index[f]] = f.exception()
-            err = failed[min(failed)]
-            if isinstance(err, BrokenProcessPool):
-                raise died(err) from None
-            raise err
+            raise failed[min(failed)]
     finally:
+        _stop(procs)
+
+
+def _stop(procs: dict) -> None:
+    """Tell each worker to stop, then terminate and kill whatever has not: no process outlives the build."""
+    for conn in procs:
         try:
-            pool.shutdown(wait=True, cancel_futures=True)
-        except OSError:  # the pipes of a dead worker; the error that matters is already on its way
+            conn.send(None)
+        except OSError:
             pass
+    for conn, proc in procs.items():
+        proc.join(_STOP_S)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(_STOP_S)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        conn.close()
