@@ -87,3 +87,37 @@ def random_anchors(s: int, seed: int, valid: np.ndarray | None = None):
     p = rng.random((s, 2)).astype(np.float32)
     m = np.ones(s, bool) if valid is None else valid
     return f, p, m
+
+
+def pytest_unconfigure(config):
+    """Turn a hang at exit into a failure that names its cause. The interpreter joins every non-daemon thread and
+    every non-daemon ``multiprocessing`` child before it exits, so one left behind by a failed test made CI wait
+    until its 90-minute limit after the suite had finished. Whatever is left now is named on stderr, child
+    processes are killed, and the run ends at once with exit code 1 (or the suite's own non-zero code): a leak is a
+    defect even when the tests passed."""
+    import sys
+    import threading
+
+    import psutil
+
+    threads = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    children = [c for c in psutil.Process().children(recursive=True) if c.is_running()
+                and c.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(c.cmdline())]
+    if not threads and not children:
+        return
+    for c in children:
+        try:
+            print(f"conftest: killing left-over process {c.pid}: {' '.join(c.cmdline())[:160]}", file=sys.stderr)
+            c.kill()
+        except psutil.NoSuchProcess:
+            pass
+    for t in threads:
+        print(f"conftest: left-over thread {t.name} would block the exit", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(getattr(config, "_fusar_exitstatus", 0) or 1)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    session.config._fusar_exitstatus = int(exitstatus)
