@@ -350,6 +350,33 @@ def test_a_worker_that_dies_ends_the_build_with_a_one_line_error(world, tmp_path
     assert not left
 
 
+def test_ctrl_c_ends_a_pooled_build_in_one_line_with_exit_130_and_no_worker_left(world, tmp_path):
+    """Ctrl-C reaches the whole process group. The parent says one line and exits 130; the workers, started with
+    SIGINT ignored, print nothing of their own (before, each printed a KeyboardInterrupt traceback, and the
+    parent its own) and are stopped by the parent."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "fusar_gpt", "build", "--images", str(world / "images"),
+                             "--annotations", str(world / "annotations.json"), "--aef", str(world / "aef"),
+                             "--out", str(tmp_path / "ds"), "--frame", "224", "--workers", "2"],
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            env={**os.environ, "FUSAR_GPT_CACHE": str(tmp_path / "cache")})
+    workers, deadline = [], time.monotonic() + 60
+    while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        workers = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        time.sleep(0.01)
+    time.sleep(0.1)  # both started (each is spawned with SIGINT ignored for that moment); they are still importing
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert len(workers) == 2 and proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    said = [ln for ln in err.replace("\r", "\n").splitlines() if "interrupted" in ln]
+    assert said == ["fusar-gpt build: interrupted"]
+    time.sleep(0.5)
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
 def test_png_chips_without_georeference_build_with_empty_priors_and_train(world, tmp_path):
     """The form of most public SAR detection sets: 8-bit PNG chips and a COCO file, no georeference. They build
     (pixels as they are, every anchor invalid, meta.geo null; build.json counts them), --require-geo quarantines

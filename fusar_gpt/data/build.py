@@ -75,13 +75,15 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
             if not up_to_date(read_part(out / "parts" / f"{j.stem}.json"), part_fingerprint(cfg, j, stamps))]
     worker = Worker(cfg) if todo else None  # a bad AEF root or land-cover table fails here, once, for any --workers
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="building", unit="image", disable=not progress)
-    if worker is not None and (cfg.workers <= 1 or len(todo) <= 1):
-        for j in todo:
-            worker(j)
-            bar.update()
-    elif worker is not None:
-        run_pool(cfg, todo, bar)
-    bar.close()
+    try:
+        if worker is not None and (cfg.workers <= 1 or len(todo) <= 1):
+            for j in todo:
+                worker(j)
+                bar.update()
+        elif worker is not None:
+            run_pool(cfg, todo, bar)
+    finally:  # also on an error or Ctrl-C: the bar's line ends, so the one-line message gets a line of its own
+        bar.close()
     plan_file = {"config": config_dict(cfg), "images": [asdict(j) | {"ann": None} for j in jobs],
                  "annotation_problems": [asdict(p) for p in problems]}
     write_bytes(out / "plan.json", json.dumps(plan_file, sort_keys=True).encode())

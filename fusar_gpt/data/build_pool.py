@@ -16,7 +16,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import pickle
 import signal
+import threading
 from collections import deque
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 
 from ..text import one_line
@@ -48,6 +50,22 @@ def _serve(conn, cfg: BuildConfig) -> None:
                 conn.send((k, None, RuntimeError(one_line(answer[2] if answer[2] is not None else err))))
     except (KeyboardInterrupt, EOFError):  # Ctrl-C reaches the whole process group; the parent reports it
         pass
+
+
+@contextmanager
+def _sigint_ignored_by_children():
+    """Start processes with SIGINT ignored (a disposition kept across exec, so the spawned interpreter never turns
+    Ctrl-C into a traceback of its own, even while it imports): Ctrl-C reaches the whole process group, and only
+    the parent should answer it, stopping the workers in ``finally``. Signals can be set from the main thread
+    only; elsewhere (a build run in a thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _died(proc) -> WorkerDied:
@@ -89,7 +107,8 @@ def run_pool(cfg: BuildConfig, todo: list[Job], bar) -> None:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_serve, args=(child, cfg), daemon=True, name="fusar-gpt-build")
             try:
-                proc.start()
+                with _sigint_ignored_by_children():
+                    proc.start()
             except OSError as err:  # killed while it was being started: its pipes closed
                 failed[queue[0][0]] = WorkerDied(f"a build worker died as it started ({one_line(err)}); finished "
                                                  f"images are kept, re-run to continue")
