@@ -308,6 +308,20 @@ def test_workers_with_an_unusable_aef_root_end_at_once_with_the_one_worker_error
     assert errors[0] == errors[1] and "no AEF tiles" in errors[0]
 
 
+def _workers_alive(processes) -> list:
+    """Those of ``processes`` that are running spawned (multiprocessing) workers, zombies excluded."""
+    import psutil
+
+    alive = []
+    for c in processes:
+        try:
+            if c.is_running() and c.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(c.cmdline()):
+                alive.append(c)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
 def test_a_worker_that_dies_ends_the_build_with_a_one_line_error(world, tmp_path):
     """A worker killed mid-build (out of memory, say): the build stops with WorkerDied (a ValueError, so the CLI
     prints one line and exits 2) naming the signal, instead of waiting forever, and leaves no process behind."""
@@ -345,9 +359,7 @@ def test_a_worker_that_dies_ends_the_build_with_a_one_line_error(world, tmp_path
     assert "SIGKILL" in str(outcome["result"]) or "as it started" in str(outcome["result"])
     # no worker outlives the build: one left waiting on its pipe made CI hang at exit (the stdlib executor
     # started a second worker while it tore the pool down after the first was killed)
-    left = [c for c in psutil.Process().children(recursive=True) if c.is_running()
-            and c.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(c.cmdline())]
-    assert not left
+    assert not _workers_alive(psutil.Process().children(recursive=True))
 
 
 def test_ctrl_c_ends_a_pooled_build_in_one_line_with_exit_130_and_no_worker_left(world, tmp_path):
@@ -364,7 +376,7 @@ def test_ctrl_c_ends_a_pooled_build_in_one_line_with_exit_130_and_no_worker_left
                             env={**os.environ, "FUSAR_GPT_CACHE": str(tmp_path / "cache")})
     workers, deadline = [], time.monotonic() + 60
     while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        workers = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        workers = _workers_alive(psutil.Process(proc.pid).children())
         time.sleep(0.01)
     time.sleep(0.1)  # both started (each is spawned with SIGINT ignored for that moment); they are still importing
     os.killpg(proc.pid, signal.SIGINT)
@@ -374,7 +386,7 @@ def test_ctrl_c_ends_a_pooled_build_in_one_line_with_exit_130_and_no_worker_left
     said = [ln for ln in err.replace("\r", "\n").splitlines() if "interrupted" in ln]
     assert said == ["fusar-gpt build: interrupted"]
     time.sleep(0.5)
-    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert not _workers_alive(workers)
 
 
 def test_png_chips_without_georeference_build_with_empty_priors_and_train(world, tmp_path):

@@ -68,17 +68,19 @@ def _sigint_ignored_by_children():
         signal.signal(signal.SIGINT, old)
 
 
-def _died(proc) -> WorkerDied:
-    """The error for a worker whose pipe ended: how the process ended (a signal is what the OOM killer sends)."""
+def _died(why: str) -> WorkerDied:
+    return WorkerDied(f"a build worker died ({why}); finished images are kept, re-run to continue")
+
+
+def _how_it_ended(proc) -> str:
+    """How a worker whose pipe ended went: a signal (what the OOM killer sends) or an exit code."""
     proc.join(_STOP_S)
     code = proc.exitcode
     if code is None:
-        why = "its pipe closed"
-    elif code < 0:
-        why = f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}"
-    else:
-        why = f"exit code {code}"
-    return WorkerDied(f"a build worker died ({why}); finished images are kept, re-run to continue")
+        return "its pipe closed"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}"
+    return f"exit code {code}"
 
 
 def run_pool(cfg: BuildConfig, todo: list[Job], bar) -> None:
@@ -100,7 +102,7 @@ def run_pool(cfg: BuildConfig, todo: list[Job], bar) -> None:
             try:
                 conn.send((k, job))
             except OSError:  # the worker is already gone
-                failed[running.pop(conn)] = _died(procs[conn])
+                failed[running.pop(conn)] = _died(_how_it_ended(procs[conn]))
 
     try:
         for _ in range(min(cfg.workers, len(todo))):
@@ -110,8 +112,7 @@ def run_pool(cfg: BuildConfig, todo: list[Job], bar) -> None:
                 with _sigint_ignored_by_children():
                     proc.start()
             except OSError as err:  # killed while it was being started: its pipes closed
-                failed[queue[0][0]] = WorkerDied(f"a build worker died as it started ({one_line(err)}); finished "
-                                                 f"images are kept, re-run to continue")
+                failed[queue[0][0]] = _died(f"as it started: {one_line(err)}")
                 break
             child.close()  # the worker holds the only write end: its death is the end of this pipe
             procs[parent] = proc
@@ -121,7 +122,7 @@ def run_pool(cfg: BuildConfig, todo: list[Job], bar) -> None:
                 try:
                     k, _, err = conn.recv()
                 except (EOFError, OSError):
-                    failed[running.pop(conn)] = _died(procs[conn])
+                    failed[running.pop(conn)] = _died(_how_it_ended(procs[conn]))
                     continue
                 except Exception as bad:  # an answer that does not unpickle here (an exception's odd __init__)
                     k, err = running[conn], RuntimeError(one_line(bad))
