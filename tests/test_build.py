@@ -389,6 +389,26 @@ def test_ctrl_c_ends_a_pooled_build_in_one_line_with_exit_130_and_no_worker_left
     assert not _workers_alive(workers)
 
 
+def test_a_build_where_every_image_is_quarantined_exits_2_naming_the_quarantine_file(world, tmp_path):
+    """Only a truncated GeoTIFF where the images should be: the summary still prints, but a dataset of nothing is
+    not a success (it used to exit 0): one error line pointing at the reasons, exit 2."""
+    images = tmp_path / "images"
+    images.mkdir()
+    first = sorted((world / "images").iterdir())[0]
+    (images / first.name).write_bytes(first.read_bytes()[: first.stat().st_size // 3])
+    proc = subprocess.run([sys.executable, "-m", "fusar_gpt", "build", "--images", str(images), "--annotations",
+                           str(world / "annotations.json"), "--aef", str(world / "aef"), "--out", str(tmp_path / "ds"),
+                           "--frame", "224", "--json"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FUSAR_GPT_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 2 and json.loads(proc.stdout)["records"] == 0
+    errors = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert errors[0].startswith("fusar-gpt build: error: no image could be built") and "quarantine.jsonl" in errors[0]
+    reasons = [json.loads(ln) for ln in (tmp_path / "ds" / "quarantine.jsonl").read_text().splitlines()]
+    mine = [r["reason"] for r in reasons if r["image"] == first.name]
+    assert len(mine) == 1 and first.name in mine[0] and "not found" not in mine[0]  # read, and found unreadable
+
+
 def test_png_chips_without_georeference_build_with_empty_priors_and_train(world, tmp_path):
     """The form of most public SAR detection sets: 8-bit PNG chips and a COCO file, no georeference. They build
     (pixels as they are, every anchor invalid, meta.geo null; build.json counts them), --require-geo quarantines

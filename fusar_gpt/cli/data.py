@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from pathlib import Path
 
 from ..vocab import CHIP_MAX_PIXELS
 
@@ -161,4 +163,8 @@ def cmd_build(args) -> int:
     else:
         print(f"shard {summary['shard']}: {summary['images']} images ({summary['built']} built now); "
               f"run 'fusar-gpt build --merge OUT' when every shard is done")
+    if summary.get("records") == 0 and summary.get("quarantined"):  # a dataset of nothing is not a success
+        print(f"fusar-gpt build: error: no image could be built ({summary['quarantined']} quarantined); the reasons "
+              f"are in {Path(args.merge or args.out) / 'quarantine.jsonl'}", file=sys.stderr)
+        return 2
     return 0
